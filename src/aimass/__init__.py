@@ -1,0 +1,1 @@
+"""aimass: one registry, one inference interface, every framework."""
