@@ -1,0 +1,34 @@
+"""The ``aimass`` command: the root of the verb groups and the one place errors are shown.
+
+Every command raises :class:`AimassError` for a user's mistake; :func:`main`
+prints it as one line (no traceback) and exits 1. Anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from aimass.cli import demo, models
+from aimass.cli.output import error_console
+from aimass.errors import AimassError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="aimass",
+    help="aimass: a model library, server and toolbox for every framework.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models.app, name="models")
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    """Entry point of the ``aimass`` console script."""
+    try:
+        app()
+    except AimassError as exc:
+        error_console.print(f"[red]error:[/red] {exc.message}")
+        raise SystemExit(1) from None

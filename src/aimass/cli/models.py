@@ -1,0 +1,276 @@
+"""``aimass models …``: list, show, register, alias, tag, archive and delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aimass.cli.output import console, emit_json, error_console, table
+from aimass.errors import AimassError, ErrorCode
+from aimass.registry import Registry, VersionInfo, parse_ref
+from aimass.sdk import default_registry
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Manage the model library.", no_args_is_help=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+
+
+def _registry() -> Registry:
+    return default_registry()
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AimassError(ErrorCode.INVALID_INPUT, f"'{item}' is not KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+@app.command("list")
+def list_models(
+    name: Annotated[str | None, typer.Option(help="Name glob or substring")] = None,
+    tag: Annotated[str | None, typer.Option(help="KEY or KEY=VALUE")] = None,
+    task: Annotated[str | None, typer.Option(help="classification, regression, …")] = None,
+    json: JsonFlag = False,
+) -> None:
+    """List models."""
+    found = _registry().list_models(name=name, tag=tag, task=task)
+    if json:
+        emit_json(found)
+        return
+    table(
+        "models",
+        ["name", "task", "latest", "versions", "aliases", "tags"],
+        [
+            (
+                m.name,
+                m.task,
+                m.latest_version,
+                m.version_count,
+                ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())),
+                ", ".join(f"{k}={v}" for k, v in sorted(m.tags.items())),
+            )
+            for m in found
+        ],
+    )
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
+    json: JsonFlag = False,
+) -> None:
+    """Show a model and its versions, or one version in full."""
+    registry = _registry()
+    name, version, alias = parse_ref(ref)
+    if version is None and alias is None:
+        model = registry.get_model(name)
+        versions = registry.list_versions(name, include_archived=True)
+        if json:
+            emit_json({"model": model, "versions": versions})
+            return
+        console.print(f"[bold]{model.name}[/bold]  task={model.task}  {model.description}")
+        table(
+            "versions",
+            ["version", "status", "runtime", "format", "aliases", "created", "by"],
+            [
+                (
+                    v.version,
+                    v.status,
+                    v.manifest.runtime,
+                    v.manifest.format + (" (unsafe)" if v.manifest.unsafe else ""),
+                    ", ".join(v.aliases),
+                    f"{v.created_at:%Y-%m-%d %H:%M}",
+                    v.created_by,
+                )
+                for v in versions
+            ],
+        )
+        return
+    info = registry.get_version(name, version, alias=alias)
+    if json:
+        emit_json(info)
+        return
+    _print_version(info)
+
+
+def _print_version(info: VersionInfo) -> None:
+    m = info.manifest
+    console.print(
+        f"[bold]{info.ref}[/bold]  status={info.status}  aliases={info.aliases or '-'}\n"
+        f"runtime={m.runtime}  framework={m.framework} {m.framework_version}  "
+        f"format={m.format}{' (unsafe: pickle)' if m.unsafe else ''}  task={m.task}\n"
+        f"lineage: {m.lineage.method} from {list(m.lineage.parents) or '-'} "
+        f"{m.lineage.params or ''}"
+    )
+    table(
+        "signature",
+        ["kind", "name", "datatype", "shape"],
+        [("input", s.name, s.datatype, list(s.shape)) for s in m.signature.inputs]
+        + [("output", s.name, s.datatype, list(s.shape)) for s in m.signature.outputs],
+    )
+    table("files", ["path", "sha256", "bytes"], [(f.path, f.sha256, f.size) for f in m.files])
+
+
+@app.command()
+def register(
+    name: Annotated[str, typer.Argument(help="Model name")],
+    path: Annotated[
+        Path, typer.Argument(help="A model file or directory (.onnx, .skops, .joblib, a HF dir…)")
+    ],
+    runtime: Annotated[str | None, typer.Option(help="Runtime name; detected if omitted")] = None,
+    task: Annotated[str | None, typer.Option(help="Task, if not inferred")] = None,
+    description: Annotated[str, typer.Option(help="Free text")] = "",
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
+    sample: Annotated[
+        Path | None, typer.Option(help="Sample input (.npy or .csv) to infer the signature")
+    ] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Register a model file or directory as a new version."""
+    if not path.exists():
+        raise AimassError(ErrorCode.NOT_FOUND, f"{path} does not exist")
+    info = _registry().register(
+        _open_model(path),
+        name,
+        runtime=runtime,
+        task=task,
+        description=description,
+        tags=_pairs(tag or []),
+        sample_input=_read_sample(sample) if sample else None,
+    )
+    if json:
+        emit_json(info)
+    else:
+        console.print(f"registered [bold]{info.ref}[/bold] ({info.manifest.runtime})")
+
+
+def _open_model(path: Path) -> Any:
+    """What to hand the runtimes: the path itself, or the object a pickle/skops file holds."""
+    if path.suffix in (".joblib", ".pkl", ".pickle"):
+        import joblib
+
+        error_console.print(
+            f"[yellow]warning:[/yellow] {path.name} is a pickle; opening it runs its code. "
+            "Only register files you trust."
+        )
+        return joblib.load(path)
+    if path.suffix == ".skops":
+        import skops.io
+
+        return skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    return path
+
+
+def _read_sample(path: Path) -> Any:
+    if path.suffix == ".npy":
+        import numpy as np
+
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".csv":
+        import pandas as pd
+
+        return pd.read_csv(path)
+    raise AimassError(ErrorCode.INVALID_INPUT, f"--sample must be .npy or .csv, not {path.suffix}")
+
+
+@app.command()
+def alias(
+    name: Annotated[str, typer.Argument(help="Model name")],
+    alias_name: Annotated[str | None, typer.Argument(metavar="ALIAS", help="Alias name")] = None,
+    version: Annotated[int | None, typer.Argument(help="Version to point at")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias")] = False,
+    history: Annotated[bool, typer.Option("--history", help="Show every alias move")] = False,
+    json: JsonFlag = False,
+) -> None:
+    """Point an alias at a version (``alias iris production 3``), remove it, or show history."""
+    registry = _registry()
+    if history or alias_name is None:
+        events = registry.alias_history(name)
+        if json:
+            emit_json(events)
+        else:
+            table(
+                f"alias history of {name}",
+                ["alias", "from", "to", "at", "by"],
+                [
+                    (e.alias, e.from_version, e.to_version, f"{e.at:%Y-%m-%d %H:%M:%S}", e.by)
+                    for e in events
+                ],
+            )
+        return
+    if delete:
+        registry.delete_alias(name, alias_name)
+        result: dict[str, Any] = {"model": name, "alias": alias_name, "version": None}
+    elif version is None:
+        raise AimassError(
+            ErrorCode.INVALID_INPUT, "give the VERSION to point the alias at, or --delete"
+        )
+    else:
+        previous = registry.set_alias(name, alias_name, version)
+        result = {"model": name, "alias": alias_name, "version": version, "previous": previous}
+    if json:
+        emit_json(result)
+    else:
+        console.print(f"{name}@{alias_name} → {result['version'] or 'removed'}")
+
+
+@app.command()
+def tag(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
+    pairs: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE …")] = None,
+    remove: Annotated[list[str] | None, typer.Option(help="Tag KEY to remove, repeatable")] = None,
+) -> None:
+    """Set or remove tags on a model or a version."""
+    name, version, alias = parse_ref(ref)
+    if alias is not None:
+        version = _registry().get_version(name, alias=alias).version
+    registry = _registry()
+    if pairs:
+        registry.set_tags(name, _pairs(pairs), version=version)
+    for key in remove or []:
+        registry.delete_tag(name, key, version=version)
+    console.print(f"tags of {ref} updated")
+
+
+@app.command()
+def archive(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
+    restore: Annotated[bool, typer.Option("--restore", help="Undo an archive")] = False,
+) -> None:
+    """Archive a version (hidden from latest and listings) or restore it."""
+    name, version, _ = parse_ref(ref)
+    if version is None:
+        raise AimassError(ErrorCode.INVALID_INPUT, "archive takes NAME:VERSION")
+    registry = _registry()
+    info = (
+        registry.restore_version(name, version)
+        if restore
+        else registry.archive_version(name, version)
+    )
+    console.print(f"{info.ref} is {info.status}")
+
+
+@app.command()
+def delete(
+    ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME:VERSION")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False,
+) -> None:
+    """Delete a version, or a whole model; refused while an alias points at it."""
+    name, version, _ = parse_ref(ref)
+    what = f"{name}:{version}" if version is not None else f"model {name} and all its versions"
+    if not yes and not typer.confirm(f"delete {what}?"):
+        raise typer.Exit(1)
+    registry = _registry()
+    if version is None:
+        registry.delete_model(name)
+    else:
+        registry.delete_version(name, version)
+    console.print(f"deleted {what}")

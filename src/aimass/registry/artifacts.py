@@ -1,0 +1,214 @@
+"""Content-addressed artifact stores: a local directory, or S3-compatible storage.
+
+An object's key is the sha256 of its bytes, so an upload can never overwrite a
+different file, identical files are stored once, and every read can be
+verified. Local writes go to a temporary file that is fsynced and renamed into
+place, so a crash leaves either the whole object or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from typing_extensions import override
+
+from aimass.errors import AimassError, ErrorCode
+
+__all__ = [
+    "ArtifactStore",
+    "LocalArtifactStore",
+    "S3ArtifactStore",
+    "open_artifact_store",
+    "sha256_of",
+]
+
+_CHUNK = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ArtifactStore(ABC):
+    """Where artifact bytes live, addressed by their sha256."""
+
+    @abstractmethod
+    def put(self, path: Path, sha256: str) -> None:
+        """Store the file at ``path`` whose content hash is ``sha256`` (no-op if present)."""
+
+    @abstractmethod
+    def fetch(self, sha256: str, dest: Path) -> None:
+        """Write the object to ``dest`` and verify it; INTEGRITY if missing or corrupted."""
+
+    @abstractmethod
+    def exists(self, sha256: str) -> bool:
+        """Whether the object is stored."""
+
+    @abstractmethod
+    def delete(self, sha256: str) -> None:
+        """Remove the object if present."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """Where this store is, for messages and ``aimass info``."""
+
+
+def _verify(path: Path, sha256: str, where: str) -> None:
+    actual = sha256_of(path)
+    if actual != sha256:
+        path.unlink(missing_ok=True)
+        raise AimassError(
+            ErrorCode.INTEGRITY,
+            f"artifact {sha256[:12]}… in {where} is corrupted (its sha256 is now {actual[:12]}…); "
+            "the model version cannot be trusted and was not loaded",
+            sha256=sha256,
+        )
+
+
+def _missing(sha256: str, where: str) -> AimassError:
+    return AimassError(
+        ErrorCode.INTEGRITY,
+        f"artifact {sha256[:12]}… is missing from {where}; the model version cannot be loaded",
+        sha256=sha256,
+    )
+
+
+class LocalArtifactStore(ArtifactStore):
+    """Objects as files under ``root/objects/ab/abcdef…``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "objects").mkdir(parents=True, exist_ok=True)
+
+    @property
+    @override
+    def url(self) -> str:
+        return str(self.root)
+
+    def _object(self, sha256: str) -> Path:
+        return self.root / "objects" / sha256[:2] / sha256
+
+    @override
+    def put(self, path: Path, sha256: str) -> None:
+        target = self._object(sha256)
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+                shutil.copyfileobj(src, out, _CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+
+    @override
+    def fetch(self, sha256: str, dest: Path) -> None:
+        source = self._object(sha256)
+        if not source.exists():
+            raise _missing(sha256, self.url)
+        shutil.copyfile(source, dest)
+        _verify(dest, sha256, self.url)
+
+    @override
+    def exists(self, sha256: str) -> bool:
+        return self._object(sha256).exists()
+
+    @override
+    def delete(self, sha256: str) -> None:
+        self._object(sha256).unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class S3ArtifactStore(ArtifactStore):
+    """Objects under ``s3://bucket/prefix/objects/<sha256>`` on any S3-compatible server."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None) -> None:
+        try:
+            import boto3
+        except ImportError as exc:
+            raise AimassError(
+                ErrorCode.MISSING_EXTRA,
+                "S3 artifact storage needs boto3: pip install 'aimass[s3]'",
+                extra="s3",
+            ) from exc
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self._client: Any = boto3.client("s3", endpoint_url=endpoint_url)
+
+    @property
+    @override
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, sha256: str) -> str:
+        return "/".join(p for p in (self.prefix, "objects", sha256) if p)
+
+    @override
+    def put(self, path: Path, sha256: str) -> None:
+        if self.exists(sha256):
+            return
+        # S3 makes an object visible only once its upload completed: no partial objects.
+        self._client.upload_file(str(path), self.bucket, self._key(sha256))
+
+    @override
+    def fetch(self, sha256: str, dest: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.download_file(self.bucket, self._key(sha256), str(dest))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise _missing(sha256, self.url) from None
+            raise
+        _verify(dest, sha256, self.url)
+
+    @override
+    def exists(self, sha256: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(sha256))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return False
+            raise
+        return True
+
+    @override
+    def delete(self, sha256: str) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=self._key(sha256))
+
+
+def open_artifact_store(url: str, *, s3_endpoint_url: str | None = None) -> ArtifactStore:
+    """The store for ``url``: ``s3://bucket/prefix``, ``file:///path`` or a plain path."""
+    if url.startswith("s3://"):
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        return S3ArtifactStore(bucket, prefix, endpoint_url=s3_endpoint_url)
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    return LocalArtifactStore(Path(url).expanduser())

@@ -1,0 +1,280 @@
+"""The model library: register, find, alias, tag, load and delete model versions.
+
+:class:`Registry` joins three collaborators it is given: the metadata store
+(SQL), the artifact store (local or S3) and the runtimes. Registering saves
+through the runtime into a staging directory, hashes every file, uploads the
+files, and only then writes the version row, so a version visible in the
+database always has complete artifacts behind it. Loading fetches files into a
+local cache keyed by their content, verifies every sha256, and only then lets
+the runtime open them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aimass.errors import AimassError, ErrorCode
+from aimass.registry.artifacts import ArtifactStore, open_artifact_store, sha256_of
+from aimass.registry.database import open_engine
+from aimass.registry.manifest import ArtifactFile, Lineage, Manifest
+from aimass.registry.records import AliasEvent, ModelInfo, VersionInfo
+from aimass.registry.signature import Signature, Task
+from aimass.registry.store import ARCHIVED, READY, MetadataStore
+from aimass.runtimes import detect_runtime, runtime_class
+from aimass.runtimes.base import LoadOptions
+from aimass.runtimes.model import LoadedModel
+from aimass.settings import Settings
+
+__all__ = ["Registry", "parse_ref"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """Split ``name``, ``name:3`` or ``name@production`` into (name, version, alias)."""
+    if "@" in ref:
+        name, _, alias = ref.partition("@")
+        return name, None, alias
+    if ":" in ref:
+        name, _, number = ref.rpartition(":")
+        if not number.isdigit():
+            raise AimassError(
+                ErrorCode.INVALID_INPUT, f"'{ref}': the version after ':' must be a number"
+            )
+        return name, int(number), None
+    return ref, None, None
+
+
+class Registry:
+    """The model library over a metadata store and an artifact store."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        artifacts: ArtifactStore,
+        *,
+        cache_dir: Path,
+        user: str = "local",
+        load_options: LoadOptions | None = None,
+        prefer_safe_formats: bool = True,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.cache_dir = cache_dir
+        self.user = user
+        self.load_options = load_options or LoadOptions()
+        self.prefer_safe_formats = prefer_safe_formats
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        """Open the registry the settings describe (creating or migrating its schema)."""
+        return cls(
+            MetadataStore(open_engine(settings.database_url())),
+            open_artifact_store(
+                settings.artifact_url(), s3_endpoint_url=settings.registry.s3_endpoint_url
+            ),
+            cache_dir=settings.home / "cache",
+            user=settings.user,
+            load_options=LoadOptions(allow_pickle=settings.registry.allow_pickle),
+            prefer_safe_formats=settings.registry.prefer_safe_formats,
+        )
+
+    def close(self) -> None:
+        """Release database connections; the registry must not be used afterwards."""
+        self.store.engine.dispose()
+
+    # -- registering ----------------------------------------------------------
+
+    def register(
+        self,
+        obj: Any,
+        name: str,
+        *,
+        sample_input: Any = None,
+        runtime: str | None = None,
+        signature: Signature | None = None,
+        task: Task | str | None = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        lineage: Lineage | None = None,
+        created_by: str | None = None,
+        **save_options: Any,
+    ) -> VersionInfo:
+        """Save ``obj`` as the next version of model ``name`` and return that version.
+
+        The runtime is detected from the object unless named; the signature
+        is inferred from ``sample_input`` unless given; extra keyword
+        arguments go to the runtime's ``save``.
+        """
+        if not _NAME.match(name):
+            raise AimassError(
+                ErrorCode.INVALID_INPUT,
+                f"model name '{name}' must start with a letter or digit and hold only "
+                "letters, digits, '.', '_' and '-' (at most 128)",
+            )
+        cls = runtime_class(runtime) if runtime else detect_runtime(obj)
+        save_options.setdefault("prefer_safe", self.prefer_safe_formats)
+        with tempfile.TemporaryDirectory(prefix="aimass-register-") as staging:
+            files_dir = Path(staging)
+            saved = cls.save(obj, files_dir, sample_input=sample_input, **save_options)
+            files = _hash_tree(files_dir)
+            manifest = Manifest(
+                runtime=cls.name,
+                framework=saved.framework,
+                framework_version=saved.framework_version,
+                format=saved.format,
+                unsafe=saved.unsafe,
+                task=Task(task) if task else saved.task,
+                signature=signature or saved.signature,
+                files=files,
+                lineage=lineage or Lineage(),
+                options=saved.options,
+            )
+            for file in files:
+                self.artifacts.put(files_dir / file.path, file.sha256)
+        creator = created_by or self.user
+        self.store.ensure_model(
+            name, task=manifest.task.value, description=description, created_by=creator
+        )
+        return self.store.add_version(
+            name,
+            manifest,
+            description=description,
+            metadata=metadata or {},
+            tags=tags or {},
+            created_by=creator,
+        )
+
+    # -- finding --------------------------------------------------------------
+
+    def get_model(self, name: str) -> ModelInfo:
+        """A model's description."""
+        return self.store.model(name)
+
+    def list_models(
+        self, *, name: str | None = None, tag: str | None = None, task: str | None = None
+    ) -> list[ModelInfo]:
+        """Models by name (glob or substring), tag (``key`` or ``key=value``) and task."""
+        return self.store.models(name=name, tag=tag, task=task)
+
+    def list_versions(self, name: str, *, include_archived: bool = False) -> list[VersionInfo]:
+        """A model's versions, oldest first."""
+        return self.store.versions(name, include_archived=include_archived)
+
+    def get_version(
+        self, name: str, version: int | None = None, *, alias: str | None = None
+    ) -> VersionInfo:
+        """A version by number, by alias, or (neither given) the latest ready one."""
+        if version is not None and alias is not None:
+            raise AimassError(ErrorCode.INVALID_INPUT, "give a version or an alias, not both")
+        if alias is not None:
+            version = self.store.alias_target(name, alias)
+        if version is None:
+            return self.store.latest(name)
+        return self.store.version(name, version)
+
+    def resolve(self, ref: str) -> VersionInfo:
+        """The version a reference names: ``name``, ``name:3`` or ``name@alias``."""
+        name, version, alias = parse_ref(ref)
+        return self.get_version(name, version, alias=alias)
+
+    # -- changing -------------------------------------------------------------
+
+    def set_alias(self, name: str, alias: str, version: int) -> int | None:
+        """Move ``alias`` to ``version`` atomically; returns where it pointed before."""
+        return self.store.set_alias(name, alias, version, by=self.user)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove an alias."""
+        self.store.delete_alias(name, alias, by=self.user)
+
+    def alias_history(self, name: str) -> list[AliasEvent]:
+        """Every alias move of a model."""
+        return self.store.alias_history(name)
+
+    def set_tags(self, name: str, tags: Mapping[str, str], *, version: int | None = None) -> None:
+        """Tag a model, or one of its versions."""
+        self.store.set_tags(name, tags, version=version or 0)
+
+    def delete_tag(self, name: str, key: str, *, version: int | None = None) -> None:
+        """Remove a tag from a model or a version."""
+        self.store.delete_tag(name, key, version=version or 0)
+
+    def archive_version(self, name: str, version: int) -> VersionInfo:
+        """Hide a version from ``latest`` and listings; refused while aliased."""
+        return self.store.set_status(name, version, ARCHIVED)
+
+    def restore_version(self, name: str, version: int) -> VersionInfo:
+        """Undo :meth:`archive_version`."""
+        return self.store.set_status(name, version, READY)
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version and the artifacts no other version shares; refused while aliased."""
+        self._collect(self.store.delete_version(name, version))
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model and all its versions; refused while it has aliases."""
+        self._collect(*self.store.delete_model(name))
+
+    def _collect(self, *removed: Manifest) -> None:
+        still_used = {f.sha256 for m in self.store.all_manifests() for f in m.files}
+        for manifest in removed:
+            for file in manifest.files:
+                if file.sha256 not in still_used:
+                    self.artifacts.delete(file.sha256)
+
+    # -- loading --------------------------------------------------------------
+
+    def load(
+        self, name: str, version: int | None = None, *, alias: str | None = None
+    ) -> LoadedModel:
+        """Load a version (by number, alias, or the latest) ready to predict."""
+        info = self.get_version(name, version, alias=alias)
+        directory = self.materialize(info)
+        runtime = runtime_class(info.manifest.runtime).load(
+            directory, info.manifest, self.load_options
+        )
+        return LoadedModel(info.model, info.version, runtime)
+
+    def materialize(self, info: VersionInfo) -> Path:
+        """A local directory holding the version's files, every sha256 verified."""
+        files = info.manifest.files
+        key = hashlib.sha256("".join(f"{f.path}\0{f.sha256}\n" for f in files).encode()).hexdigest()
+        target = self.cache_dir / key
+        if target.is_dir() and all(
+            (target / f.path).is_file() and sha256_of(target / f.path) == f.sha256 for f in files
+        ):
+            return target
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".incoming-"))
+        try:
+            for file in files:
+                dest = staging / file.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.artifacts.fetch(file.sha256, dest)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+
+def _hash_tree(root: Path) -> tuple[ArtifactFile, ...]:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if not files:
+        raise AimassError(ErrorCode.INTERNAL, "the runtime saved no files")
+    return tuple(
+        ArtifactFile(
+            path=p.relative_to(root).as_posix(), sha256=sha256_of(p), size=p.stat().st_size
+        )
+        for p in files
+    )
