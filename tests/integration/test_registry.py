@@ -271,7 +271,8 @@ def test_first_registrations_of_a_new_model_race_safely(
         from sklearn.datasets import load_iris
         from sklearn.tree import DecisionTreeClassifier
         x, y = load_iris(return_X_y=True)
-        print(aimass.register(DecisionTreeClassifier().fit(x, y), "fresh", sample_input=x[:2]).version)
+        tree = DecisionTreeClassifier().fit(x, y)
+        print(aimass.register(tree, "fresh", sample_input=x[:2]).version)
         """
     )
     procs = [

@@ -40,6 +40,6 @@ def train_digits_mlp(epochs: int = 5, seed: int = 0) -> tuple[DigitsMLP, torch.T
         for start in range(0, len(x), 64):
             optimiser.zero_grad()
             loss = nn.functional.cross_entropy(model(x[start : start + 64]), y[start : start + 64])
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
     return model.eval(), x

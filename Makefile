@@ -1,0 +1,28 @@
+# The two commands of the README: `make serve` and `make test`. Each one creates
+# .venv and installs what it needs on first use (again when pyproject.toml or
+# constraints.txt change); torch is pinned by constraints.txt.
+VENV ?= .venv
+PIP = $(VENV)/bin/pip install --quiet --constraint constraints.txt
+
+.PHONY: serve test lint
+
+serve: $(VENV)/.installed-all
+	$(VENV)/bin/aimass serve --demo
+
+test: $(VENV)/.installed-dev lint
+	$(VENV)/bin/pytest
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+
+# torch first, alone, so nothing later can pull another build of it.
+$(VENV)/.installed-%: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[$*]'
+	touch $@

@@ -1,0 +1,241 @@
+"""Models written in plain Python: subclass :class:`PythonModel`.
+
+A user writes a class with ``predict(inputs) -> outputs`` on named numpy
+arrays, optionally ``load(artifacts)`` to read files it ships, and declares
+``artifacts`` (name -> local file or directory copied into the version) and
+``code_paths`` (modules or packages copied into the version and put on
+``sys.path`` at load, so the class imports in a fresh process). Save options
+``artifacts`` and ``code_paths`` override the class's; ``signature`` replaces
+the one inferred from ``sample_input`` (for variable dimensions)::
+
+    class Doubler(PythonModel):
+        code_paths = [__file__]
+
+        def predict(self, inputs):
+            return {"output": inputs["input"] * 2}
+
+The version records the class as ``module:qualname``; the instance itself is
+never pickled, so the files are inert data. Loading, however, imports the
+recorded module and runs the user's code: that is why the manifest names the
+class and why only versions from trusted authors should be loaded. At load the
+class is constructed with no arguments and ``load`` is called with the
+directory holding the artifacts, so all state must come from there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import shutil
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from typing_extensions import override
+
+from aimass.errors import AimassError, ErrorCode
+from aimass.registry.manifest import Manifest
+from aimass.registry.signature import Signature, Task, as_array
+from aimass.runtimes.base import Arrays, LoadOptions, Runtime, Saved
+
+__all__ = ["PythonModel", "PythonRuntime"]
+
+_ARTIFACTS = "artifacts"
+_CODE = "code"
+
+
+class PythonModel(ABC):
+    """Base class for a model written in Python; see the module docstring."""
+
+    # Immutable defaults: subclasses (or instances) assign their own dict or list.
+    artifacts: Mapping[str, str] = MappingProxyType({})
+    """Files or directories to ship with the version: name -> local path."""
+
+    code_paths: Sequence[str] = ()
+    """Modules (``.py`` files) or package directories the class needs to import."""
+
+    def load(self, artifacts: Path) -> None:
+        """Read state from ``artifacts`` (a directory holding one entry per artifact name)."""
+        # Optional hook: a model without files has nothing to read.
+        return None
+
+    @abstractmethod
+    def predict(self, inputs: Arrays) -> Arrays:
+        """Predict on a batch of named arrays; every output has one row per input row."""
+
+
+class PythonRuntime(Runtime):
+    """A :class:`PythonModel` subclass, imported by name at load."""
+
+    name = "python"
+    extra = "python"
+
+    def __init__(self, manifest: Manifest, model: PythonModel) -> None:
+        super().__init__(manifest)
+        self.model = model
+
+    @override
+    @classmethod
+    def handles(cls, obj: Any) -> bool:
+        return isinstance(obj, PythonModel) or (
+            isinstance(obj, type) and issubclass(obj, PythonModel)
+        )
+
+    @override
+    @classmethod
+    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+        model_cls: type[PythonModel] = obj if isinstance(obj, type) else type(obj)
+        class_path = _class_path(model_cls)
+        artifacts = dict(options.get("artifacts", obj.artifacts))
+        code_paths = list(options.get("code_paths", obj.code_paths))
+        _copy_artifacts(artifacts, directory / _ARTIFACTS)
+        code_names = _copy_code(code_paths, directory / _CODE)
+        given: Signature | None = options.get("signature")
+        if sample_input is None and given is None:
+            raise AimassError(
+                ErrorCode.INVALID_INPUT,
+                "pass sample_input= (a few rows of named arrays) or signature= "
+                "so the signature can be recorded",
+            )
+        # Build an instance exactly as load does, so a class that cannot be
+        # rebuilt from its artifacts fails now rather than in production.
+        model = _instantiate(model_cls, directory / _ARTIFACTS)
+        signature = _signature(model, sample_input, given)
+        task = options.get("task", Task.CUSTOM)
+        return Saved(
+            framework="python",
+            framework_version=platform.python_version(),
+            format="python-class",
+            signature=signature,
+            task=Task(task),
+            options={"class": class_path, "code_paths": code_names, "artifacts": sorted(artifacts)},
+        )
+
+    @override
+    @classmethod
+    def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> PythonRuntime:
+        if manifest.options.get("code_paths"):
+            code = str(directory / _CODE)
+            if code not in sys.path:
+                sys.path.insert(0, code)
+        model_cls = _import_class(manifest.options["class"])
+        return cls(manifest, _instantiate(model_cls, directory / _ARTIFACTS))
+
+    @override
+    def predict(self, inputs: Arrays) -> Arrays:
+        return _outputs(self.model, inputs)
+
+
+def _class_path(model_cls: type[PythonModel]) -> str:
+    if model_cls.__module__ == "__main__":
+        raise AimassError(
+            ErrorCode.UNSUPPORTED,
+            f"class {model_cls.__qualname__} is defined in __main__, which a server cannot "
+            "import: move it into a module file and list that file in code_paths",
+        )
+    if "<locals>" in model_cls.__qualname__:
+        raise AimassError(
+            ErrorCode.UNSUPPORTED,
+            f"class {model_cls.__qualname__} is defined inside a function; "
+            "define it at the top level of a module listed in code_paths",
+        )
+    path = f"{model_cls.__module__}:{model_cls.__qualname__}"
+    if _import_class(path) is not model_cls:
+        raise AimassError(
+            ErrorCode.UNSUPPORTED, f"importing {path} does not give back the class being saved"
+        )
+    return path
+
+
+def _import_class(path: str) -> type[PythonModel]:
+    module_name, _, qualname = path.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise AimassError(
+            ErrorCode.UNSUPPORTED,
+            f"cannot import the model class {path}: ship its module with code_paths ({exc})",
+        ) from exc
+    if not (isinstance(found, type) and issubclass(found, PythonModel)):
+        raise AimassError(ErrorCode.UNSUPPORTED, f"{path} is not a PythonModel subclass")
+    return found
+
+
+def _instantiate(model_cls: type[PythonModel], artifacts: Path) -> PythonModel:
+    try:
+        model = model_cls()
+    except TypeError as exc:
+        raise AimassError(
+            ErrorCode.UNSUPPORTED,
+            f"{model_cls.__qualname__} must be constructible with no arguments; "
+            f"read state from artifacts in load() instead ({exc})",
+        ) from exc
+    model.load(artifacts)
+    return model
+
+
+def _copy_artifacts(artifacts: Mapping[str, str], target: Path) -> None:
+    target.mkdir()
+    for name, source in artifacts.items():
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise AimassError(
+                ErrorCode.INVALID_INPUT, f"artifact name {name!r} must be a plain file name"
+            )
+        _copy(Path(source), target / name, "artifact")
+
+
+def _copy_code(code_paths: Sequence[str], target: Path) -> list[str]:
+    names: list[str] = []
+    for entry in code_paths:
+        source = Path(entry)
+        if source.name in names:
+            raise AimassError(
+                ErrorCode.INVALID_INPUT, f"two code_paths entries are named {source.name!r}"
+            )
+        target.mkdir(exist_ok=True)
+        _copy(source, target / source.name, "code path")
+        names.append(source.name)
+    return names
+
+
+def _copy(source: Path, dest: Path, what: str) -> None:
+    if source.is_dir():
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    elif source.is_file():
+        shutil.copy2(source, dest)
+    else:
+        raise AimassError(ErrorCode.INVALID_INPUT, f"{what} {str(source)!r} does not exist")
+
+
+def _signature(model: PythonModel, sample_input: Any, given: Signature | None) -> Signature:
+    if sample_input is None:
+        assert given is not None  # save checked that one of them is there
+        return given
+    inputs = _named(sample_input)
+    outputs = _outputs(model, inputs)
+    if given is None:
+        return Signature.from_samples(inputs, outputs)
+    given.validate_inputs(inputs)
+    return given
+
+
+def _named(sample: Any) -> Arrays:
+    if isinstance(sample, Mapping):
+        return {str(k): as_array(v) for k, v in sample.items()}
+    return {"input": as_array(sample)}
+
+
+def _outputs(model: PythonModel, inputs: Arrays) -> Arrays:
+    outputs = model.predict(inputs)
+    if not isinstance(outputs, Mapping):
+        raise AimassError(
+            ErrorCode.INTERNAL,
+            f"{type(model).__qualname__}.predict returned a {type(outputs).__name__}, "
+            "not a dict of named arrays",
+        )
+    return {str(k): as_array(v) for k, v in outputs.items()}

@@ -1,0 +1,47 @@
+"""Settings: env with the AIMASS_ prefix, nested sections, YAML files, unknown keys refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from aimass.settings import Settings, load_settings
+
+
+def test_defaults_are_embedded_and_local(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    assert settings.database_url() == f"sqlite:///{tmp_path / 'registry.db'}"
+    assert settings.artifact_url() == str(tmp_path / "artifacts")
+    assert settings.server.host == "127.0.0.1"
+
+
+def test_environment_sets_nested_sections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIMASS_REGISTRY__DATABASE_URL", "postgresql+psycopg://u@h/db")
+    monkeypatch.setenv("AIMASS_SERVER__PORT", "9001")
+    settings = load_settings()
+    assert settings.registry.database_url == "postgresql+psycopg://u@h/db"
+    assert settings.server.port == 9001
+
+
+def test_file_then_environment_then_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "aimass.yaml"
+    config.write_text(
+        "server:\n  port: 7000\n  host: 127.0.0.2\nregistry:\n  allow_pickle: false\n"
+    )
+    monkeypatch.setenv("AIMASS_SERVER__PORT", "7001")
+    settings = load_settings(config, home=tmp_path)
+    assert settings.server.port == 7001  # env beats the file
+    assert settings.server.host == "127.0.0.2"  # the file's other keys survive the merge
+    assert settings.registry.allow_pickle is False
+    assert settings.home == tmp_path
+
+
+def test_unknown_keys_are_errors(tmp_path: Path) -> None:
+    config = tmp_path / "aimass.yaml"
+    config.write_text("server:\n  prot: 1\n")
+    with pytest.raises(ValidationError, match="prot"):
+        load_settings(config)
