@@ -15,7 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["RegistrySettings", "ServerSettings", "Settings", "load_settings"]
+__all__ = [
+    "ModelBatching",
+    "RegistrySettings",
+    "ServerSettings",
+    "ServingSettings",
+    "Settings",
+    "load_settings",
+]
 
 
 class _Section(BaseModel):
@@ -56,6 +63,74 @@ class ServerSettings(_Section):
     port: int = 8000
     workers: int = 1
     models: list[str] = Field(default_factory=list, description="Models to load at start-up")
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="Largest request body accepted (after decompression); larger is 413",
+    )
+    gzip_min_bytes: int = Field(
+        default=4096,
+        ge=0,
+        description="Successful responses at least this large are gzipped for clients "
+        "that accept it; error bodies never are",
+    )
+    log_level: str = Field(default="warning", description="uvicorn's log level")
+
+
+class ModelBatching(_Section):
+    """Batching limits for one model, overriding the serving defaults."""
+
+    max_batch_size: int | None = Field(default=None, ge=1, description="Rows per model call")
+    max_delay_ms: float | None = Field(
+        default=None, ge=0, description="How long the first queued request waits for company"
+    )
+
+
+class ServingSettings(_Section):
+    """How the serving engine batches, queues, runs and caches models."""
+
+    max_batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="Most rows merged into one model call (a larger request runs alone)",
+    )
+    max_delay_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="Longest the oldest queued request waits for more to batch with; "
+        "0 runs whatever is queued at once",
+    )
+    queue_size: int = Field(
+        default=1024, ge=1, description="Requests queued per model version before OVERLOADED"
+    )
+    executor_threads: int | None = Field(
+        default=None, ge=1, description="Threads running model calls (default: one per CPU)"
+    )
+    load_threads: int = Field(
+        default=2, ge=1, description="Threads loading models and reading the registry"
+    )
+    memory_budget_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Evict least-recently-used idle models above this total artifact size "
+        "(default: no limit)",
+    )
+    request_timeout_s: float = Field(
+        default=60.0, gt=0, description="Default deadline of one inference request"
+    )
+    resolve_ttl_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a resolved name or alias is trusted before asking the registry again",
+    )
+    load_retry_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a failed load is reported before a request retries it",
+    )
+    per_model: dict[str, ModelBatching] = Field(
+        default_factory=dict, description="Batching overrides by model name"
+    )
 
 
 class Settings(BaseSettings):
@@ -72,6 +147,7 @@ class Settings(BaseSettings):
     user: str = Field(default="local", description="Recorded as creator of what you register")
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
 
     def database_url(self) -> str:
         """The registry database URL, defaulting to SQLite under ``home``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from aimass.cli import demo, models
+from aimass.cli import demo, models, serve
 from aimass.cli.output import error_console
 from aimass.errors import AimassError
 
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -12,17 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from filelock import FileLock
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 from aimass.errors import AimassError, ErrorCode
 
-__all__ = ["open_engine"]
+__all__ = ["HEAD_REVISION", "open_engine"]
+
+# The newest migration; a test checks it is Alembic's head. Knowing it here lets
+# an up-to-date database open without importing Alembic (most of a CLI call's start-up).
+HEAD_REVISION = "0001"
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 # Any fixed number works; it only has to be the same in every aimass process.
@@ -62,13 +62,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        revision: str | None = conn.execute(
+            text("SELECT version_num FROM alembic_version")
+        ).scalar()
+        return revision
+
+
 def _migrate(engine: Engine) -> None:
+    if _current_revision(engine) == HEAD_REVISION:
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head:
-            return
     if engine.dialect.name == "sqlite":
         database = engine.url.database
         lock_path = f"{database}.lock" if database and database != ":memory:" else None
@@ -85,7 +96,9 @@ def _migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def _upgrade(engine: Engine, config: Config) -> None:
+def _upgrade(engine: Engine, config: Any) -> None:
+    from alembic import command
+
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")

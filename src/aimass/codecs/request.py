@@ -1,0 +1,204 @@
+"""Decode an Open Inference Protocol inference request, JSON or JSON-plus-binary.
+
+The body is JSON unless the ``Inference-Header-Content-Length`` header is
+present, whatever the Content-Type says (tritonclient sends none or
+``application/octet-stream``). With the header, the first that many bytes are
+the JSON header and the rest are the raw tensors, one after another, in the
+order of the inputs that carry ``parameters.binary_data_size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from aimass.codecs.tensor import (
+    decode_binary_tensor,
+    decode_json_tensor,
+    parse_datatype,
+    parse_shape,
+)
+from aimass.errors import AimassError, ErrorCode
+
+__all__ = [
+    "HEADER_LENGTH",
+    "InferRequest",
+    "RequestedOutput",
+    "decode_infer_request",
+    "parse_header_length",
+    "parse_json_object",
+]
+
+HEADER_LENGTH = "inference-header-content-length"
+"""The (lower-case) HTTP header that announces binary tensor data and the JSON header's size."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    """One entry of a request's ``outputs``: which output, and whether as raw bytes."""
+
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """A decoded inference request: named numpy inputs plus how to answer."""
+
+    inputs: dict[str, np.ndarray[Any, Any]]
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    outputs: tuple[RequestedOutput, ...] | None = None
+    """The outputs asked for, in order; ``None`` means all of them."""
+    binary_output: bool = False
+    """``parameters.binary_data_output``: the default for outputs not listed."""
+
+    @property
+    def output_names(self) -> list[str] | None:
+        """The names of the requested outputs, or ``None`` for all."""
+        return None if self.outputs is None else [o.name for o in self.outputs]
+
+
+def _invalid(message: str, **details: Any) -> AimassError:
+    return AimassError(ErrorCode.INVALID_INPUT, message, **details)
+
+
+def parse_json_object(body: bytes | bytearray | memoryview, what: str = "request body") -> Any:
+    """Parse ``body`` as a JSON object; INVALID_INPUT saying where it is malformed."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise _invalid(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def parse_header_length(value: str | None, body_length: int) -> int | None:
+    """The ``Inference-Header-Content-Length`` value, checked against the body's size."""
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) > body_length:
+        raise _invalid(
+            f"Inference-Header-Content-Length must be an integer no larger than the body "
+            f"({body_length} bytes), got {value!r}",
+            field="Inference-Header-Content-Length",
+        )
+    return int(value)
+
+
+def _parameters(container: dict[str, Any], where: str) -> dict[str, Any]:
+    value = container.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid(f"{where}'parameters' must be an object", field="parameters")
+    return value
+
+
+def _flag(parameters: dict[str, Any], key: str, where: str) -> bool:
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        raise _invalid(f"{where}parameter '{key}' must be true or false", field=key)
+    return value
+
+
+def decode_infer_request(
+    body: bytes | bytearray | memoryview, header_length: int | None = None
+) -> InferRequest:
+    """Decode a request body; ``header_length`` comes from ``Inference-Header-Content-Length``."""
+    view = memoryview(body)
+    if header_length is None:
+        document = parse_json_object(view)
+        # Writable copy so runtimes (torch.from_numpy) never see a read-only array.
+        tail = bytearray()
+    else:
+        document = parse_json_object(view[:header_length], "the JSON header")
+        tail = bytearray(view[header_length:])
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _invalid("'id' must be a string", field="id")
+    parameters = _parameters(document, "")
+    inputs = _decode_inputs(document.get("inputs"), tail)
+    return InferRequest(
+        inputs=inputs,
+        id=request_id,
+        parameters=parameters,
+        outputs=_decode_outputs(document.get("outputs")),
+        binary_output=_flag(parameters, "binary_data_output", ""),
+    )
+
+
+def _decode_inputs(items: Any, tail: bytearray) -> dict[str, np.ndarray[Any, Any]]:
+    if not isinstance(items, list) or not items:
+        raise _invalid("'inputs' must be a non-empty list of tensors", field="inputs")
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    offset = 0
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _invalid(f"inputs[{position}] must be an object", field="inputs")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise _invalid(f"inputs[{position}]: 'name' must be a non-empty string", field="inputs")
+        if name in inputs:
+            raise _invalid(f"input '{name}' appears more than once", field=name)
+        datatype = parse_datatype(name, item.get("datatype"))
+        shape = parse_shape(name, item.get("shape"))
+        size = _parameters(item, f"input '{name}': ").get("binary_data_size")
+        if size is None:
+            if "data" not in item:
+                raise _invalid(
+                    f"input '{name}': has neither 'data' nor parameters.binary_data_size",
+                    field=name,
+                )
+            inputs[name] = decode_json_tensor(name, datatype, shape, item["data"])
+            continue
+        if "data" in item:
+            raise _invalid(
+                f"input '{name}': has both 'data' and parameters.binary_data_size", field=name
+            )
+        if type(size) is not int or size < 0:
+            raise _invalid(
+                f"input '{name}': binary_data_size must be a non-negative integer", field=name
+            )
+        if offset + size > len(tail):
+            raise _invalid(
+                f"input '{name}': binary_data_size is {size} bytes but only "
+                f"{len(tail) - offset} bytes of binary data remain",
+                field=name,
+            )
+        chunk = memoryview(tail)[offset : offset + size]
+        inputs[name] = decode_binary_tensor(name, datatype, shape, chunk)
+        offset += size
+    if offset != len(tail):
+        raise _invalid(
+            f"{len(tail) - offset} bytes of binary data follow the last input's "
+            f"binary_data_size; the sizes must add up to the body after the JSON header"
+        )
+    return inputs
+
+
+def _decode_outputs(items: Any) -> tuple[RequestedOutput, ...] | None:
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        raise _invalid("'outputs' must be a list", field="outputs")
+    requested: list[RequestedOutput] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise _invalid(
+                f"outputs[{position}] must be an object with a string 'name'", field="outputs"
+            )
+        name = item["name"]
+        parameters = _parameters(item, f"output '{name}': ")
+        if "classification" in parameters:
+            raise AimassError(
+                ErrorCode.UNSUPPORTED,
+                f"output '{name}': the classification extension is not supported",
+                field=name,
+            )
+        requested.append(RequestedOutput(name, _flag(parameters, "binary_data", f"{name}: ")))
+    return tuple(requested)

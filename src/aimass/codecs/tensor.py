@@ -1,0 +1,251 @@
+"""One Open Inference Protocol tensor <-> one numpy array, as JSON data or raw bytes.
+
+JSON data may be flat or nested (row-major either way); BYTES elements are
+JSON strings. Raw bytes follow Triton's binary tensor data extension: numeric
+tensors are little-endian and contiguous, and each BYTES element is a 4-byte
+little-endian length followed by that many bytes. Numeric conversions are done
+by numpy in C, never element by element in Python; only BYTES tensors, whose
+elements are Python objects anyway, are walked one element at a time.
+
+Every failure is an INVALID_INPUT naming the tensor and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from aimass.errors import AimassError, ErrorCode
+from aimass.registry.signature import Datatype
+
+__all__ = [
+    "decode_binary_tensor",
+    "decode_bytes_elements",
+    "decode_json_tensor",
+    "encode_binary_tensor",
+    "encode_bytes_elements",
+    "json_data",
+    "parse_datatype",
+    "parse_shape",
+    "tensor_datatype",
+]
+
+_LENGTH = struct.Struct("<I")
+_DATATYPES = ", ".join(d.value for d in Datatype)
+
+
+def _invalid(kind: str, name: str, problem: str) -> AimassError:
+    return AimassError(ErrorCode.INVALID_INPUT, f"{kind} '{name}': {problem}", field=name)
+
+
+def parse_datatype(name: str, value: Any, *, kind: str = "input") -> Datatype:
+    """The datatype a request names; INVALID_INPUT listing the valid ones otherwise."""
+    try:
+        return Datatype(value)
+    except ValueError:
+        raise _invalid(
+            kind, name, f"unknown datatype {value!r}; expected one of {_DATATYPES}"
+        ) from None
+
+
+def parse_shape(name: str, value: Any, *, kind: str = "input") -> tuple[int, ...]:
+    """A request's shape: a list of non-negative integers (booleans are not integers)."""
+    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
+        raise _invalid(
+            kind, name, f"'shape' must be a list of non-negative integers, got {value!r}"
+        )
+    return tuple(value)
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def decode_json_tensor(
+    name: str, datatype: Datatype, shape: tuple[int, ...], data: Any
+) -> np.ndarray[Any, Any]:
+    """A numpy array from a tensor's JSON ``data`` (flat or nested), shaped ``shape``."""
+    if not isinstance(data, list):
+        data = [data]  # a lone scalar is a one-element tensor
+    if datatype is Datatype.BYTES:
+        array = _bytes_from_json(name, data)
+    else:
+        array = _numbers_from_json(name, datatype, data)
+    if array.size != _count(shape):
+        raise _invalid(
+            "input",
+            name,
+            f"shape {list(shape)} needs {_count(shape)} elements, 'data' has {array.size}",
+        )
+    return array.reshape(shape)
+
+
+def _bytes_from_json(name: str, data: list[Any]) -> np.ndarray[Any, Any]:
+    try:
+        array = np.array(data, dtype=object)
+    except ValueError:
+        raise _invalid("input", name, "'data' is a ragged nested list") from None
+    flat = array.reshape(-1)
+    for value in flat:
+        if type(value) is not str:
+            what = "a nested list of uneven length" if isinstance(value, list) else repr(value)
+            raise _invalid("input", name, f"BYTES data must be strings, found {what}")
+    return array
+
+
+def _numbers_from_json(name: str, datatype: Datatype, data: list[Any]) -> np.ndarray[Any, Any]:
+    target = datatype.numpy
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError):
+        raise _invalid("input", name, "'data' is a ragged nested list") from None
+    if array.size == 0:
+        return array.astype(target)
+    kind = array.dtype.kind
+    expected = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}[target.kind]
+    if kind == "O" and target.kind in "iu":
+        # Integers beyond int64 land in an object array; numpy checks the range itself.
+        try:
+            return np.array(data, dtype=target)
+        except (OverflowError, ValueError, TypeError):
+            raise _invalid(
+                "input", name, f"{datatype.value} data must be {expected} in range"
+            ) from None
+    allowed = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[target.kind]
+    if kind not in allowed:
+        found = {"U": "strings", "f": "floating point numbers", "b": "booleans"}.get(
+            kind, "values that are not numbers"
+        )
+        raise _invalid("input", name, f"{datatype.value} data must be {expected}, found {found}")
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise _invalid(
+                "input", name, f"{datatype.value} data must lie in [{info.min}, {info.max}]"
+            )
+    return array.astype(target, copy=False)
+
+
+def decode_binary_tensor(
+    name: str, datatype: Datatype, shape: tuple[int, ...], raw: bytes | bytearray | memoryview
+) -> np.ndarray[Any, Any]:
+    """A numpy array over one tensor's raw bytes (numeric tensors share the buffer)."""
+    count = _count(shape)
+    if datatype is Datatype.BYTES:
+        return decode_bytes_elements(name, raw, count).reshape(shape)
+    dtype = datatype.numpy.newbyteorder("<")
+    needed = count * dtype.itemsize
+    if len(raw) != needed:
+        raise _invalid(
+            "input",
+            name,
+            f"binary_data_size is {len(raw)} bytes but shape {list(shape)} of "
+            f"{datatype.value} needs {needed}",
+        )
+    return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+
+def decode_bytes_elements(
+    name: str, raw: bytes | bytearray | memoryview, count: int
+) -> np.ndarray[Any, Any]:
+    """``count`` length-prefixed elements as a 1-D object array of ``bytes``."""
+    view = memoryview(raw)
+    out = np.empty(count, dtype=object)
+    offset = 0
+    for index in range(count):
+        if offset + 4 > len(view):
+            raise _invalid(
+                "input", name, f"binary BYTES data ends after {index} of {count} elements"
+            )
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise _invalid(
+                "input",
+                name,
+                f"BYTES element {index} declares {length} bytes but only "
+                f"{len(view) - offset} remain",
+            )
+        out[index] = bytes(view[offset : offset + length])
+        offset += length
+    if offset != len(view):
+        raise _invalid(
+            "input",
+            name,
+            f"binary BYTES data has {len(view) - offset} bytes left over after {count} elements",
+        )
+    return out
+
+
+# Looked up once per output on the hot path; numpy dtypes hash by value.
+_BY_DTYPE: dict[np.dtype[Any], Datatype] = {}
+
+
+def tensor_datatype(name: str, array: np.ndarray[Any, Any]) -> Datatype:
+    """The OIP datatype of an output array."""
+    found = _BY_DTYPE.get(array.dtype)
+    if found is not None:
+        return found
+    try:
+        found = _BY_DTYPE[array.dtype] = Datatype.from_numpy(array.dtype)
+        return found
+    except AimassError:
+        raise AimassError(
+            ErrorCode.INTERNAL, f"output '{name}' has dtype {array.dtype}, which OIP cannot carry"
+        ) from None
+
+
+def _element_bytes(name: str, value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytearray | memoryview | np.bytes_):
+        return bytes(value)
+    raise AimassError(
+        ErrorCode.INTERNAL, f"output '{name}' holds a {type(value).__name__}, not text or bytes"
+    )
+
+
+def encode_bytes_elements(name: str, array: np.ndarray[Any, Any]) -> bytes:
+    """The length-prefixed serialisation of a BYTES tensor, row-major."""
+    parts: list[bytes] = []
+    for value in array.reshape(-1):
+        item = _element_bytes(name, value)
+        parts.append(_LENGTH.pack(len(item)))
+        parts.append(item)
+    return b"".join(parts)
+
+
+def encode_binary_tensor(name: str, array: np.ndarray[Any, Any], datatype: Datatype) -> bytes:
+    """The raw bytes of an output tensor (little-endian, row-major)."""
+    if datatype is Datatype.BYTES:
+        return encode_bytes_elements(name, array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def json_data(name: str, array: np.ndarray[Any, Any], datatype: Datatype) -> Any:
+    """The flat JSON ``data`` of an output: a numpy array orjson serialises, or strings."""
+    if datatype is Datatype.BYTES:
+        return [_element_text(name, v) for v in array.reshape(-1)]
+    # orjson serialises native-endian, C-contiguous numpy arrays without a Python loop.
+    if not (array.dtype.isnative and array.flags.c_contiguous):
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+    return array.reshape(-1)
+
+
+def _element_text(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return _element_bytes(name, value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise AimassError(
+            ErrorCode.UNSUPPORTED,
+            f"output '{name}' holds bytes that are not UTF-8 text; request it with "
+            "parameters.binary_data true",
+            field=name,
+        ) from None

@@ -1,0 +1,203 @@
+"""The Open Inference Protocol (KServe v2) REST adapter over the serving engine.
+
+Health, server and model metadata, model readiness, inference (JSON and
+Triton's binary tensor extension) and the model repository extension. A model
+name in the path may be a reference (``iris@production``, ``iris:2``); the
+engine resolves it. The infer route is the hot path: it parses the raw body
+with orjson through :mod:`aimass.codecs`, awaits the engine and writes bytes,
+with no schema validation or logging in between.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aimass.codecs import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from aimass.codecs.request import parse_header_length, parse_json_object
+from aimass.errors import AimassError, ErrorCode
+from aimass.registry import Registry, TensorSpec, VersionInfo
+from aimass.server.body import json_response, read_body, success_response
+from aimass.server.errors import Protocol, guarded
+from aimass.serving import Engine
+from aimass.settings import ServerSettings
+
+__all__ = ["EXTENSIONS", "OipRoutes"]
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+"""The OIP extensions this server implements, as ``GET /v2`` lists them."""
+
+_MODEL = "/v2/models/{name}"
+_VERSION = "/v2/models/{name}/versions/{version}"
+
+
+def _version(request: Request) -> int | None:
+    raw = request.path_params.get("version")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        name = request.path_params["name"]
+        raise AimassError(ErrorCode.NOT_FOUND, f"model '{name}' has no version '{raw}'")
+    return int(raw)
+
+
+def _timeout(parameters: dict[str, Any]) -> float | None:
+    # Triton's (and tritonclient's) request timeout is in microseconds.
+    value = parameters.get("timeout")
+    if value is None:
+        return None
+    if type(value) is not int or value <= 0:
+        raise AimassError(
+            ErrorCode.INVALID_INPUT,
+            "parameter 'timeout' must be a positive integer (microseconds)",
+            field="timeout",
+        )
+    return value / 1_000_000
+
+
+class OipRoutes:
+    """The OIP endpoints, bound to one engine and registry."""
+
+    def __init__(
+        self, engine: Engine, registry: Registry, settings: ServerSettings, version: str
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.settings = settings
+        self.version = version
+
+    def routes(self) -> list[Route]:
+        """Starlette routes for every OIP endpoint."""
+        table: list[tuple[str, Any, list[str]]] = [
+            ("/v2", self.server_metadata, ["GET"]),
+            ("/v2/health/live", self.live, ["GET"]),
+            ("/v2/health/ready", self.ready, ["GET"]),
+            (_MODEL, self.model_metadata, ["GET"]),
+            (_VERSION, self.model_metadata, ["GET"]),
+            (f"{_MODEL}/ready", self.model_ready, ["GET"]),
+            (f"{_VERSION}/ready", self.model_ready, ["GET"]),
+            (f"{_MODEL}/infer", self.infer, ["POST"]),
+            (f"{_VERSION}/infer", self.infer, ["POST"]),
+            ("/v2/repository/index", self.repository_index, ["POST"]),
+            ("/v2/repository/models/{name}/load", self.load, ["POST"]),
+            ("/v2/repository/models/{name}/unload", self.unload, ["POST"]),
+        ]
+        return [
+            Route(path, guarded(endpoint, Protocol.OIP), methods=methods)
+            for path, endpoint, methods in table
+        ]
+
+    async def server_metadata(self, request: Request) -> Response:
+        """``GET /v2``: name, version and extensions."""
+        return json_response({"name": "aimass", "version": self.version, "extensions": EXTENSIONS})
+
+    async def live(self, request: Request) -> Response:
+        """``GET /v2/health/live``: the process answers."""
+        return json_response({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        """``GET /v2/health/ready``: 200 when the engine takes requests, else 503."""
+        ready = self.engine.ready
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    async def model_metadata(self, request: Request) -> Response:
+        """``GET /v2/models/{name}[/versions/{v}]``: versions, platform and tensors."""
+        info = await self.engine.metadata(request.path_params["name"], _version(request))
+        versions = await run_in_threadpool(self.registry.list_versions, info.model)
+        return json_response(_metadata(info, [v.version for v in versions]))
+
+    async def model_ready(self, request: Request) -> Response:
+        """``GET .../ready``: 200 when that version is loaded, else 503; 404 if unknown."""
+        name = request.path_params["name"]
+        ready = await self.engine.is_ready(name, _version(request))
+        return json_response({"name": name, "ready": ready}, 200 if ready else 503)
+
+    async def infer(self, request: Request) -> Response:
+        """``POST .../infer``: decode, run on the engine, encode the outputs asked for."""
+        body = await read_body(request, self.settings.max_body_bytes)
+        header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
+        decoded = decode_infer_request(body, header_length)
+        result = await self.engine.infer(
+            request.path_params["name"],
+            _version(request),
+            decoded.inputs,
+            outputs=decoded.output_names,
+            timeout=_timeout(decoded.parameters),
+        )
+        encoded = encode_infer_response(
+            decoded, result.model_name, result.model_version, result.outputs
+        )
+        if encoded.header_length is None:
+            return success_response(
+                request, encoded.body, gzip_min_bytes=self.settings.gzip_min_bytes
+            )
+        return success_response(
+            request,
+            encoded.body,
+            media_type="application/octet-stream",
+            headers={HEADER_LENGTH: str(encoded.header_length)},
+            gzip_min_bytes=self.settings.gzip_min_bytes,
+        )
+
+    async def repository_index(self, request: Request) -> Response:
+        """``POST /v2/repository/index``: every registered model and its loaded versions."""
+        body = await read_body(request, self.settings.max_body_bytes)
+        only_ready = False
+        if body.strip():
+            options = parse_json_object(body)
+            only_ready = options.get("ready", False)
+            if not isinstance(only_ready, bool):
+                raise AimassError(
+                    ErrorCode.INVALID_INPUT, "'ready' must be true or false", field="ready"
+                )
+        models = await run_in_threadpool(self.registry.list_models)
+        loaded = self.engine.index()
+        entries: list[dict[str, Any]] = [
+            {
+                "name": state.name,
+                "version": str(state.version),
+                "state": state.status.value,
+                "reason": state.reason,
+            }
+            for state in loaded
+        ]
+        seen = {state.name for state in loaded}
+        if not only_ready:
+            entries += [
+                {"name": m.name, "state": "", "reason": ""} for m in models if m.name not in seen
+            ]
+        else:
+            entries = [e for e in entries if e["state"] == "READY"]
+        entries.sort(key=lambda e: (e["name"], int(e.get("version", 0))))
+        return json_response(entries)
+
+    async def load(self, request: Request) -> Response:
+        """``POST /v2/repository/models/{name}/load``: load now rather than on first use."""
+        name = request.path_params["name"]
+        await self.engine.load(name)
+        return json_response({"name": name, "load": True})
+
+    async def unload(self, request: Request) -> Response:
+        """``POST /v2/repository/models/{name}/unload``: release it (and free its memory)."""
+        name = request.path_params["name"]
+        await self.engine.unload(name)
+        return json_response({"name": name, "unload": True})
+
+
+def _metadata(info: VersionInfo, versions: list[int]) -> dict[str, Any]:
+    signature = info.manifest.signature
+    return {
+        "name": info.model,
+        "versions": [str(v) for v in versions],
+        "platform": f"aimass-{info.manifest.runtime}",
+        "inputs": [_tensor(spec) for spec in signature.inputs],
+        "outputs": [_tensor(spec) for spec in signature.outputs],
+    }
+
+
+def _tensor(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype.value, "shape": list(spec.shape)}

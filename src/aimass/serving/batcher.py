@@ -1,0 +1,289 @@
+"""Dynamic batching: many concurrent requests to one model become one model call.
+
+A :class:`Batcher` serves one loaded model version. Requests join a bounded
+queue; a single worker task takes the oldest request, waits up to
+``max_delay`` (measured from when that request arrived) for others to join
+until ``max_batch_size`` rows are queued, merges their inputs along the batch
+dimension, runs the model once on an :class:`~aimass.serving.executor.Executor`
+thread and hands each request back exactly its own rows.
+
+``max_batch_size`` counts rows, not requests, because rows are what cost
+memory and time in the model; a single request larger than the limit runs
+alone rather than failing. Requests whose inputs cannot be concatenated with
+the oldest one (different trailing dimensions, such as another sequence
+length) stay queued, in order, for a later batch.
+
+The batcher validates nothing: callers check inputs against the signature
+before :meth:`Batcher.submit` so that one bad request fails alone instead of
+taking its batch-mates down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+
+from aimass.errors import AimassError, ErrorCode
+from aimass.runtimes.base import Arrays
+from aimass.serving.executor import Executor
+
+__all__ = ["Batcher", "Predict"]
+
+Predict = Callable[[Arrays], Arrays]
+"""A synchronous batch call: named arrays in, named arrays with as many rows out."""
+
+_log = logging.getLogger(__name__)
+
+
+class _Request:
+    __slots__ = ("enqueued", "future", "inputs", "key", "rows")
+
+    def __init__(self, inputs: Arrays, future: asyncio.Future[Arrays], enqueued: float) -> None:
+        self.inputs = inputs
+        self.future = future
+        self.enqueued = enqueued
+        first = next(iter(inputs.values()), None)
+        self.rows = 0 if first is None else len(first)
+        # Only arrays that agree on everything but the batch dimension concatenate.
+        self.key: Hashable = (
+            first.shape[1:]
+            if len(inputs) == 1 and first is not None
+            else tuple(sorted((name, value.shape[1:]) for name, value in inputs.items()))
+        )
+
+
+class Batcher:
+    """Queue, merge and run requests for one model; see the module docstring."""
+
+    def __init__(
+        self,
+        predict: Predict,
+        executor: Executor,
+        *,
+        name: str = "model",
+        max_batch_size: int = 32,
+        max_delay: float = 0.002,
+        queue_size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_batch_size < 1 or queue_size < 1 or max_delay < 0:
+            raise ValueError("max_batch_size and queue_size must be >= 1, max_delay >= 0")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay
+        self.queue_size = queue_size
+        self._predict = predict
+        self._executor = executor
+        self._clock = clock
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0
+        self._worker: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        # True while the worker idles on an empty queue: any arrival wakes it.
+        # False while it waits out max_delay: only a full batch wakes it early.
+        self._waiting_for_any = False
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Requests queued and not yet handed to the model."""
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called; a closed batcher refuses new requests."""
+        return self._closed
+
+    async def submit(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays:
+        """Queue one request's (validated) inputs and await its own rows of the outputs.
+
+        Raises OVERLOADED at once when the queue is full, NOT_READY once
+        closing, TIMEOUT after ``timeout`` seconds (the request is then
+        dropped from the queue, or its rows discarded if already running),
+        and whatever the model raised for the batch it ran in.
+        """
+        if self._closed:
+            raise AimassError(ErrorCode.NOT_READY, f"model {self.name} is shutting down")
+        if len(self._queue) >= self.queue_size:
+            raise AimassError(
+                ErrorCode.OVERLOADED,
+                f"model {self.name} has {self.queue_size} requests queued; retry shortly",
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Arrays] = loop.create_future()
+        request = _Request(inputs, future, self._clock())
+        self._queue.append(request)
+        self._queued_rows += request.rows
+        if self._worker is None:
+            self._worker = loop.create_task(self._run(), name=f"aimass-batcher-{self.name}")
+        elif self._waiting_for_any or self._queued_rows >= self.max_batch_size:
+            self._wake()
+        if timeout is None:
+            return await future
+        # One timer handle per request: far cheaper than asyncio.timeout's
+        # cancel-the-task machinery on the hot path.
+        timer = loop.call_later(timeout, _expire, future, self.name)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    async def close(self) -> None:
+        """Stop accepting requests, run everything already queued, then stop the worker."""
+        self._closed = True
+        worker = self._worker
+        if worker is None:
+            return
+        self._wake()
+        await asyncio.shield(worker)
+
+    # -- the worker -----------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self, delay: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = None if delay is None else loop.call_later(delay, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                self._waiting_for_any = True
+                try:
+                    await self._sleep(None)
+                finally:
+                    self._waiting_for_any = False
+                continue
+            if self.max_delay > 0 and not self._closed and self._queued_rows < self.max_batch_size:
+                remaining = self._queue[0].enqueued + self.max_delay - self._clock()
+                if remaining > 0:
+                    await self._sleep(remaining)
+            batch = self._take()
+            if batch:
+                await self._execute(batch)
+
+    def _take(self) -> list[_Request]:
+        """Pop the oldest live request and those that fit in one call with it."""
+        queue = self._queue
+        first: _Request | None = None
+        while queue and first is None:
+            candidate = queue.popleft()
+            self._queued_rows -= candidate.rows
+            # A request whose caller gave up (timeout, disconnect) is not worth running.
+            if not candidate.future.done():
+                first = candidate
+        if first is None:
+            return []
+        batch = [first]
+        rows = first.rows
+        skipped: list[_Request] = []
+        while queue and rows < self.max_batch_size:
+            candidate = queue.popleft()
+            if candidate.future.done():
+                self._queued_rows -= candidate.rows
+            elif candidate.key == first.key and rows + candidate.rows <= self.max_batch_size:
+                self._queued_rows -= candidate.rows
+                batch.append(candidate)
+                rows += candidate.rows
+            elif candidate.key == first.key:
+                # Too big for what is left: keep order and leave it for the next call.
+                queue.appendleft(candidate)
+                break
+            else:
+                skipped.append(candidate)
+        queue.extendleft(reversed(skipped))
+        return batch
+
+    async def _execute(self, batch: list[_Request]) -> None:
+        try:
+            results = await self._executor.run(self._call, [r.inputs for r in batch])
+        except asyncio.CancelledError:
+            for request in batch:
+                request.future.cancel()
+            raise
+        except AimassError as exc:
+            _fail(batch, exc)
+        except Exception:
+            _log.exception("model %s failed on a batch of %d requests", self.name, len(batch))
+            _fail(
+                batch,
+                AimassError(
+                    ErrorCode.INTERNAL,
+                    f"model {self.name} failed while predicting; the server log has details",
+                ),
+            )
+        else:
+            for request, result in zip(batch, results, strict=True):
+                if not request.future.done():
+                    request.future.set_result(result)
+
+    def _call(self, parts: list[Arrays]) -> list[Arrays]:
+        """Merge, predict and split; runs on an executor thread, off the event loop."""
+        if len(parts) == 1:
+            merged = parts[0]
+        else:
+            merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        counts = [_rows(p) for p in parts]
+        total = sum(counts)
+        outputs = self._predict(merged)
+        for out_name, value in outputs.items():
+            got = len(value) if getattr(value, "ndim", 0) else None
+            if got != total:
+                raise AimassError(
+                    ErrorCode.INTERNAL,
+                    f"model {self.name} returned {out_name!r} with "
+                    f"{'no batch dimension' if got is None else f'{got} rows'} for {total} inputs",
+                )
+        if len(parts) == 1:
+            return [outputs]
+        results: list[Arrays] = []
+        start = 0
+        for count in counts:
+            stop = start + count
+            results.append({name: value[start:stop] for name, value in outputs.items()})
+            start = stop
+        return results
+
+
+def _rows(inputs: Arrays) -> int:
+    first = next(iter(inputs.values()), None)
+    return 0 if first is None else len(first)
+
+
+def _resolve(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _expire(future: asyncio.Future[Arrays], name: str) -> None:
+    if not future.done():
+        future.set_exception(AimassError(ErrorCode.TIMEOUT, f"model {name} did not answer in time"))
+
+
+def _fail(batch: list[_Request], error: AimassError) -> None:
+    for request in batch:
+        if not request.future.done():
+            # One exception object per request: raising the same one in many
+            # tasks would grow a shared traceback.
+            copy = AimassError(error.code, error.message, **error.details)
+            copy.__cause__ = error.__cause__
+            request.future.set_exception(copy)

@@ -1,0 +1,162 @@
+"""Test doubles for the serving engine: scripted models and a counting registry.
+
+Scripted models are versions written straight into the registry with a
+hand-made manifest (so a test picks their artifact size) and served by
+:class:`ScriptedRuntime`, whose predict a test can gate, fail or count.
+Real scikit-learn versions load through the ordinary path; every loaded
+model is wrapped so the test can see how many calls and rows it got.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from typing_extensions import override
+
+from aimass.registry import ArtifactFile, Datatype, Manifest, Registry, Signature, TensorSpec
+from aimass.registry.records import VersionInfo
+from aimass.runtimes.base import Arrays, LoadOptions, Runtime, Saved
+from aimass.runtimes.model import LoadedModel
+
+WAIT = 10.0
+
+
+def double(inputs: Arrays) -> Arrays:
+    return {"output": inputs["x"] * 2}
+
+
+@dataclass
+class Script:
+    """What a scripted model does when called."""
+
+    fn: Callable[[Arrays], Arrays] = double
+    gate: threading.Event | None = None
+    entered: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None
+    load_error: Exception | None = None
+    load_gate: threading.Event | None = None
+
+
+class ScriptedRuntime(Runtime):
+    name = "scripted"
+    extra = "none"
+
+    def __init__(self, manifest: Manifest, script: Script) -> None:
+        super().__init__(manifest)
+        self.script = script
+
+    @override
+    @classmethod
+    def handles(cls, obj: Any) -> bool:
+        return False
+
+    @override
+    @classmethod
+    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+        raise NotImplementedError
+
+    @override
+    @classmethod
+    def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> Runtime:
+        raise NotImplementedError
+
+    @override
+    def predict(self, inputs: Arrays) -> Arrays:
+        self.script.entered.set()
+        if self.script.gate is not None and not self.script.gate.wait(WAIT):
+            raise RuntimeError("the test never opened the gate")
+        if self.script.error is not None:
+            raise self.script.error
+        return self.script.fn(inputs)
+
+
+class CountingRuntime(Runtime):
+    """Delegates to another runtime, recording the rows of every call."""
+
+    name = "counting"
+    extra = "none"
+
+    def __init__(self, inner: Runtime, calls: list[int]) -> None:
+        super().__init__(inner.manifest)
+        self.inner = inner
+        self.calls = calls
+
+    @override
+    @classmethod
+    def handles(cls, obj: Any) -> bool:
+        return False
+
+    @override
+    @classmethod
+    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+        raise NotImplementedError
+
+    @override
+    @classmethod
+    def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> Runtime:
+        raise NotImplementedError
+
+    @override
+    def predict(self, inputs: Arrays) -> Arrays:
+        self.calls.append(len(next(iter(inputs.values()))))
+        return self.inner.predict(inputs)
+
+
+class SpyRegistry(Registry):
+    """A real registry whose loads can be scripted and are counted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scripts: dict[str, Script] = {}
+        self.calls: dict[str, list[int]] = {}
+        self.loads: dict[str, int] = {}
+
+    def add_scripted(
+        self,
+        name: str,
+        script: Script | None = None,
+        *,
+        size: int = 1000,
+        signature: Signature | None = None,
+    ) -> VersionInfo:
+        """Register a version of ``name`` served by ``script``."""
+        manifest = Manifest(
+            runtime="python",
+            framework="python",
+            framework_version="3",
+            format="scripted",
+            signature=signature
+            or Signature(
+                inputs=(TensorSpec(name="x", datatype=Datatype.FP64, shape=(-1, 2)),),
+                outputs=(TensorSpec(name="output", datatype=Datatype.FP64, shape=(-1, 2)),),
+            ),
+            files=(ArtifactFile(path="weights", sha256="0" * 64, size=size),),
+        )
+        self.scripts[name] = script or Script()
+        self.store.ensure_model(name, task="custom", description="", created_by="test")
+        return self.store.add_version(
+            name, manifest, description="", metadata={}, tags={}, created_by="test"
+        )
+
+    @override
+    def load(
+        self, name: str, version: int | None = None, *, alias: str | None = None
+    ) -> LoadedModel:
+        self.loads[name] = self.loads.get(name, 0) + 1
+        script = self.scripts.get(name)
+        if script is None:
+            loaded = super().load(name, version, alias=alias)
+            runtime: Runtime = loaded.runtime
+            number = loaded.version
+        else:
+            if script.load_gate is not None and not script.load_gate.wait(WAIT):
+                raise RuntimeError("the test never opened the load gate")
+            if script.load_error is not None:
+                raise script.load_error
+            info = self.get_version(name, version, alias=alias)
+            runtime, number = ScriptedRuntime(info.manifest, script), info.version
+        return LoadedModel(name, number, CountingRuntime(runtime, self.calls.setdefault(name, [])))
