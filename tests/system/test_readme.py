@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from aimass.testing.server import serve_in_process
 
 README = Path(__file__).parents[2] / "README.md"
 BIN = Path(sys.executable).parent
@@ -67,3 +70,34 @@ def test_cli_tour_runs(env: dict[str, str], tmp_path: Path) -> None:
             assert done.returncode == 1 and "point at it" in done.stderr
         else:
             assert done.returncode == 0, f"{command}: {done.stderr}"
+
+
+def test_serve_tour_runs(env: dict[str, str], tmp_path: Path) -> None:
+    block = _tour_block("bash", "aimass serve --demo")
+    serve_line, curl = block.split("\n", 1)
+    args = shlex.split(serve_line.split("#", 1)[0])
+    assert args[:2] == ["aimass", "serve"]
+    clients = _tour_block("python", "tritonclient")
+    with serve_in_process(args[2:], env=env) as served:
+        address = served.url.removeprefix("http://")
+        done = subprocess.run(
+            ["bash", "-c", curl.replace("localhost:8000", address)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        answer = json.loads(done.stdout)
+        assert answer["model_name"] == "iris"
+        assert {o["name"]: o["data"] for o in answer["outputs"]}["label"] == [0]
+
+        run = subprocess.run(
+            [sys.executable, "-c", clients.replace("localhost:8000", address)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split() == ["[0]", "384"]
+        code, stderr = served.stop()
+    assert code == 0, stderr

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
-from aimass.cli.output import console, emit_json
+from aimass.cli.output import console, emit_json, error_console
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry import Registry, VersionInfo
 from aimass.sdk import default_registry
@@ -71,7 +71,7 @@ def register_demo_models(registry: Registry, *, force: bool = False) -> dict[str
     """
     report: dict[str, Any] = {}
     existing = {m.name for m in registry.list_models()}
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=error_console, transient=True) as progress:
         task = progress.add_task("registering demo models", total=len(DEMO_MODELS))
         for name, build in DEMO_MODELS.items():
             progress.update(task, description=f"demo: {name}")

@@ -1,19 +1,26 @@
-"""Serve an ASGI app on a loopback port chosen by the OS, in a thread, for tests.
+"""Serve on a loopback port chosen by the OS, in a thread or as a process, for tests.
 
-The socket is bound before the server starts, so the port is known without a
-race, and the caller waits on uvicorn's own ``started`` flag (while checking
-the thread is alive) rather than sleeping.
+In a thread, the socket is bound before the server starts, so the port is
+known without a race, and the caller waits on uvicorn's own ``started`` flag
+(while checking the thread is alive) rather than sleeping. As a process,
+``aimass serve --port 0`` prints the address it bound, and the caller polls
+readiness while checking the process is alive.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["serve_in_thread"]
+__all__ = ["ServeProcess", "serve_in_process", "serve_in_thread"]
 
 
 @contextlib.contextmanager
@@ -53,3 +60,74 @@ def serve_in_thread(
         server.should_exit = True
         thread.join(startup_timeout)
         sock.close()
+
+
+@dataclass
+class ServeProcess:
+    """A running ``aimass serve`` process and the base URL it printed."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def stop(self, timeout: float = 60.0) -> tuple[int, str]:
+        """SIGTERM (a graceful drain), then wait; returns the exit code and stderr."""
+        self.process.send_signal(signal.SIGTERM)
+        _, stderr = self.process.communicate(timeout=timeout)
+        return self.process.returncode, stderr
+
+
+@contextlib.contextmanager
+def serve_in_process(
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 300.0,
+) -> Iterator[ServeProcess]:
+    """Start ``aimass serve --port 0 ARGS``, wait until it is ready, yield it, stop it.
+
+    Raises ``RuntimeError`` with the process's stderr if it exits before it
+    is ready or is not ready within ``startup_timeout`` seconds.
+    """
+    import httpx
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from aimass.cli.app import main; main()",
+            "serve",
+            "--port",
+            "0",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env) if env is not None else None,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the flushed address line, or "" if it died
+        if not line.startswith("aimass serving on "):
+            process.kill()
+            raise RuntimeError(
+                f"aimass serve did not start: {line}{process.communicate(timeout=30)[1]}"
+            )
+        url = line.split()[-1]
+        deadline = time.monotonic() + startup_timeout
+        with httpx.Client(base_url=url, timeout=5) as client:
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"aimass serve exited: {process.communicate()[1]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"aimass serve not ready within {startup_timeout:g}s")
+                try:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    continue
+        yield ServeProcess(url, process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
