@@ -180,6 +180,10 @@ class Signature(BaseModel):
         All declared inputs must be present, no others, and every input must
         share one batch size.
         """
+        declared = {s.name for s in self.inputs}
+        for name in inputs:
+            if name not in declared:
+                self.input(name)  # raises, naming the unknown input and the declared ones
         missing = [s.name for s in self.inputs if s.name not in inputs]
         if missing:
             raise AimassError(

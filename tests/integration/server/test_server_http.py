@@ -179,7 +179,7 @@ BAD_INPUTS: list[tuple[Any, str]] = [
     (b'["a list"]', "request body must be a JSON object, got list"),
     (
         {"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
-        "missing input(s) ['input']",
+        "unknown input 'x'; the model takes ['input']",
     ),
     (
         {
