@@ -7,6 +7,11 @@ until ``max_batch_size`` rows are queued, merges their inputs along the batch
 dimension, runs the model once on an :class:`~aimass.serving.executor.Executor`
 thread and hands each request back exactly its own rows.
 
+The wait only happens under concurrent load: when the queue already holds
+more than one request or the previous call served several. A lone request
+on an idle model runs at once, so one client sees the model's own latency
+rather than the model's plus ``max_delay``.
+
 ``max_batch_size`` counts rows, not requests, because rows are what cost
 memory and time in the model; a single request larger than the limit runs
 alone rather than failing. Requests whose inputs cannot be concatenated with
@@ -89,6 +94,7 @@ class Batcher:
         # False while it waits out max_delay: only a full batch wakes it early.
         self._waiting_for_any = False
         self._closed = False
+        self._last_batch_requests = 0
 
     @property
     def pending(self) -> int:
@@ -173,12 +179,18 @@ class Batcher:
                 finally:
                     self._waiting_for_any = False
                 continue
-            if self.max_delay > 0 and not self._closed and self._queued_rows < self.max_batch_size:
+            if (
+                self.max_delay > 0
+                and not self._closed
+                and self._queued_rows < self.max_batch_size
+                and (len(self._queue) > 1 or self._last_batch_requests > 1)
+            ):
                 remaining = self._queue[0].enqueued + self.max_delay - self._clock()
                 if remaining > 0:
                     await self._sleep(remaining)
             batch = self._take()
             if batch:
+                self._last_batch_requests = len(batch)
                 await self._execute(batch)
 
     def _take(self) -> list[_Request]:

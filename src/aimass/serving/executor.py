@@ -25,7 +25,8 @@ class Executor:
     """A named, bounded thread pool awaited from asyncio."""
 
     def __init__(self, threads: int | None = None, *, name: str = "aimass-model") -> None:
-        self.threads = threads or os.cpu_count() or 1
+        # The CPUs this process may run on (taskset, cgroups), not the machine's.
+        self.threads = threads or len(os.sched_getaffinity(0)) or 1
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=name)
 
     async def run(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:

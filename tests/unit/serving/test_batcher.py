@@ -143,8 +143,23 @@ async def test_the_delay_is_measured_on_the_injected_clock(executor: Executor) -
 
     model = Model()
     batcher = Batcher(model, executor, max_delay=600.0, clock=clock)
-    result = await asyncio.wait_for(batcher.submit(rows(1)), WAIT)
-    np.testing.assert_array_equal(result["y"], rows(1)["x"] * 2)
+    # Two at once: under load the batcher would wait for company, but not past the delay.
+    results = await asyncio.wait_for(
+        asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(1, start=5))), WAIT
+    )
+    np.testing.assert_array_equal(results[1]["y"], rows(1, start=5)["x"] * 2)
+    await batcher.close()
+
+
+async def test_a_lone_request_on_an_idle_model_does_not_wait_for_the_delay(
+    executor: Executor,
+) -> None:
+    model = Model()
+    batcher = Batcher(model, executor, max_delay=600.0)
+    for start in range(3):
+        result = await asyncio.wait_for(batcher.submit(rows(1, start=start)), WAIT)
+        np.testing.assert_array_equal(result["y"], rows(1, start=start)["x"] * 2)
+    assert model.calls == [1, 1, 1]
     await batcher.close()
 
 
