@@ -9,13 +9,14 @@ errors so a typo in a variable name or a config file is never silently ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "GatewaySettings",
     "ModelBatching",
     "RegistrySettings",
     "ServerSettings",
@@ -133,6 +134,63 @@ class ServingSettings(_Section):
     )
 
 
+class GatewaySettings(_Section):
+    """API keys, rate limits, request limits, TLS and CORS: what stands in front of the engine."""
+
+    enabled: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="auto: keys are required as soon as one exists (open for a local demo "
+        "with none); on: always required; off: no key checks at all",
+    )
+    key_refresh_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the server trusts its copy of the key table before "
+        "re-reading it (keys created or revoked by another process show up within this)",
+    )
+    rate_limit_backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="memory: limits per server process; redis: shared by every process "
+        "using the same Redis",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis for the redis rate-limit backend"
+    )
+    redis_prefix: str = Field(default="aimass:", description="Prefix of every Redis key")
+    redis_timeout_s: float = Field(
+        default=0.5, gt=0, description="Connect and reply timeout of one Redis call"
+    )
+    redis_failure: Literal["open", "closed"] = Field(
+        default="open",
+        description="When Redis is unreachable: open admits requests without limits, "
+        "closed refuses them with 503; either way it is logged and counted",
+    )
+    max_tensor_elements: int = Field(
+        default=16_777_216, gt=0, description="Most elements in one input tensor (else 413)"
+    )
+    max_string_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Longest string (BYTES element, input text) in a request (else 413)",
+    )
+    request_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest a request may take before the server answers 504 "
+        "(inference has its own, shorter, serving.request_timeout_s)",
+    )
+    tls_certfile: Path | None = Field(default=None, description="PEM certificate: serve HTTPS")
+    tls_keyfile: Path | None = Field(default=None, description="PEM private key of tls_certfile")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser ('*' for any); "
+        "empty sends no CORS headers",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False, description="Whether browsers may send credentials cross-origin"
+    )
+
+
 class Settings(BaseSettings):
     """The root of the configuration tree."""
 
@@ -148,6 +206,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     def database_url(self) -> str:
         """The registry database URL, defaulting to SQLite under ``home``."""

@@ -101,3 +101,90 @@ def test_serve_tour_runs(env: dict[str, str], tmp_path: Path) -> None:
         assert run.stdout.split() == ["[0]", "384"]
         code, stderr = served.stop()
     assert code == 0, stderr
+
+
+def test_securing_a_deployment_runs(env: dict[str, str], tmp_path: Path) -> None:
+    block = _tour_block("bash", "aimass keys create --name ops")
+    lines = [line for line in block.splitlines() if line.strip()]
+    serve_at = next(i for i, line in enumerate(lines) if line.startswith("aimass serve"))
+    home = tmp_path / "secured-home"  # its own registry: keys here must not close the tour's
+    secured = {**env, "AIMASS_HOME": str(home), "COLUMNS": "200"}  # a wide table
+    setup = "\n".join(["set -e", *lines[:serve_at], 'printf %s "$KEY"'])
+    created = subprocess.run(
+        ["bash", "-c", setup], env=secured, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.rsplit("\n", 1)[-1]
+    assert key.startswith("aimass_")
+    assert "web-app" in created.stdout and "invoker" in created.stdout  # the list
+    args = shlex.split(lines[serve_at].split("#", 1)[0])
+    outputs = []
+    with serve_in_process(args[2:], env=secured) as served:
+        address = served.url.removeprefix("http://")
+        for line in lines[serve_at + 1 :]:
+            done = subprocess.run(
+                ["bash", "-c", line.replace("localhost:8000", address)],
+                env={**secured, "KEY": key},
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 0, f"{line}: {done.stderr}"
+            outputs.append(done.stdout + done.stderr)
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    metadata, anonymous, out_of_scope, admin, revoked, audit = outputs
+    assert json.loads(metadata)["name"] == "iris"
+    assert "an API key is required" in json.loads(anonymous)["error"]
+    assert json.loads(out_of_scope) == {"error": "this API key may not use model 'minilm'"}
+    assert {k["name"] for k in json.loads(admin)} == {"ops", "web-app"}
+    assert "revoked" in revoked
+    assert "keys.revoke" in audit and "keys.create" in audit
+
+
+def test_csv_to_served_model_runs(env: dict[str, str], tmp_path: Path) -> None:
+    import shutil
+
+    section = README.read_text().split("## From a CSV to a served, evaluated model", 1)[1]
+    commands, serving = re.findall(r"```bash\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
+    shutil.copytree(README.parent / "examples", tmp_path / "examples")
+    own = {**env, "AIMASS_HOME": str(tmp_path / "home")}
+    for line in commands.splitlines():
+        command, _, comment = line.partition("#")
+        command = command.strip()
+        if not command:
+            continue
+        done = subprocess.run(
+            shlex.split(command), env=own, cwd=tmp_path, capture_output=True, text=True
+        )
+        assert "Traceback" not in done.stderr, command
+        if comment.strip().startswith("refused:"):
+            # The README quotes the reason the gate gives; it must be the real one.
+            assert done.returncode == 1, f"{command}: {done.stdout}"
+            reason = comment.split("refused:", 1)[1].strip()
+            assert reason in " ".join(done.stderr.split())  # rich wraps long lines
+        else:
+            assert done.returncode == 0, f"{command}: {done.stderr}"
+    assert (tmp_path / "cards" / "churn-1" / "roc_curve.png").stat().st_size > 0
+    assert (tmp_path / "build" / "churn" / "Dockerfile").is_file()
+
+    serve_line, curl = serving.split("\n", 1)
+    args = shlex.split(serve_line.split("#", 1)[0])
+    assert args[:2] == ["aimass", "serve"]
+    with serve_in_process(args[2:], env=own) as served:
+        address = served.url.removeprefix("http://")
+        done = subprocess.run(
+            ["bash", "-c", curl.replace("localhost:8000", address)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        answer = json.loads(done.stdout)
+        assert answer["model_name"] == "churn" and answer["model_version"] == "1"
+        assert {o["name"]: o["data"] for o in answer["outputs"]}["label"] == ["yes"]
+        runs = subprocess.run(
+            ["curl", "-s", f"{address}/v1/runs/1"], capture_output=True, text=True, check=True
+        )
+        assert json.loads(runs.stdout)["status"] == "succeeded"
+        code, stderr = served.stop()
+    assert code == 0, stderr

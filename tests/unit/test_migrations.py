@@ -9,6 +9,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+import aimass.gateway.tables  # the gateway's tables live in the same schema
+import aimass.lifecycle.tables  # noqa: F401  (so do the lifecycle's runs)
 from aimass.registry import database
 from aimass.registry.database import HEAD_REVISION, open_engine
 from aimass.registry.tables import Base

@@ -9,7 +9,20 @@ from __future__ import annotations
 
 import typer
 
-from aimass.cli import demo, models, serve
+from aimass.cli import (
+    alias,
+    build,
+    card,
+    demo,
+    evaluate,
+    imports,
+    keys,
+    models,
+    runs,
+    serve,
+    train,
+    tune,
+)
 from aimass.cli.output import error_console
 from aimass.errors import AimassError
 
@@ -22,8 +35,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models.app, name="models")
+app.add_typer(keys.app, name="keys")
+app.command("audit")(keys.audit)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
+app.command("train")(train.train)
+app.command("tune")(tune.tune)
+app.command("evaluate")(evaluate.evaluate)
+app.add_typer(runs.app, name="runs")
+app.add_typer(alias.app, name="alias")
+app.command("card")(card.card)
+app.command("build")(build.build)
+app.add_typer(imports.app, name="import")
 
 
 def main() -> None:

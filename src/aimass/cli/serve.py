@@ -4,6 +4,12 @@ Binds its socket before starting uvicorn so that ``--port 0`` can print the
 port the OS chose (one flushed line: ``aimass serving on http://HOST:PORT``).
 uvicorn handles SIGTERM and SIGINT; the app's lifespan then closes the
 engine, letting requests in flight finish.
+
+With ``--workers N`` (N > 1) this process becomes a supervisor
+(:mod:`aimass.serving.workers`): it loads the start-up models, forks N
+workers that share them and the socket (each answers with an
+``x-aimass-worker`` header), replaces a worker that dies, and on SIGTERM
+drains them all.
 """
 
 from __future__ import annotations
@@ -12,14 +18,23 @@ import math
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from aimass.cli.output import error_console
 from aimass.errors import AimassError, ErrorCode
 from aimass.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
+
+    from aimass.registry import Registry
+    from aimass.registry.records import VersionInfo
+    from aimass.runtimes.model import LoadedModel
 
 __all__ = ["serve"]
 
@@ -48,9 +63,11 @@ def _url(sock: socket.socket) -> str:
 
 
 def _settings(
-    config: Path | None, host: str | None, port: int | None, models: list[str]
+    config: Path | None, host: str | None, port: int | None, models: list[str], workers: int | None
 ) -> Settings:
     server: dict[str, Any] = {}
+    if workers is not None:
+        server["workers"] = workers
     if host is not None:
         server["host"] = host
     if port is not None:
@@ -58,6 +75,18 @@ def _settings(
     if models:
         server["models"] = models
     return load_settings(config, **({"server": server} if server else {}))
+
+
+def _tls_files(settings: Settings) -> tuple[str, str] | None:
+    cert, key = settings.gateway.tls_certfile, settings.gateway.tls_keyfile
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise AimassError(ErrorCode.INVALID_INPUT, "TLS needs both a certificate and a key")
+    for path in (cert, key):
+        if not path.is_file():
+            raise AimassError(ErrorCode.INVALID_INPUT, f"TLS file {path} does not exist")
+    return str(cert), str(key)
 
 
 def serve(
@@ -69,25 +98,35 @@ def serve(
         list[str] | None,
         typer.Option("--model", "-m", help="Model reference to load at start-up (repeatable)"),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes sharing the port and the start-up models' memory [default: 1]"
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML settings file", exists=True, dir_okay=False)
     ] = None,
     demo: Annotated[
         bool, typer.Option("--demo", help="Register the demo models if missing and serve them")
     ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate: serve HTTPS (with --tls-key)", dir_okay=False),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of --tls-cert", dir_okay=False)
+    ] = None,
 ) -> None:
     """Serve the registry's models over HTTP: Open Inference Protocol and OpenAI-compatible."""
-    import uvicorn
-
     from aimass.registry import Registry
-    from aimass.server import create_app
-    from aimass.serving import Engine
 
-    settings = _settings(config, host, port, list(model or []))
-    if settings.server.workers != 1:
-        raise AimassError(
-            ErrorCode.UNSUPPORTED, "workers > 1 is not supported yet; run one process per port"
-        )
+    settings = _settings(config, host, port, list(model or []), workers)
+    if tls_cert is not None or tls_key is not None:
+        settings.gateway.tls_certfile, settings.gateway.tls_keyfile = tls_cert, tls_key
+    tls = _tls_files(settings)
+    if settings.server.workers < 1:
+        raise AimassError(ErrorCode.INVALID_INPUT, "workers must be at least 1", field="workers")
     registry = Registry.from_settings(settings)
     try:
         if demo:
@@ -100,23 +139,88 @@ def serve(
             for name, entry in report.items():
                 if entry["status"] == "skipped":
                     error_console.print(f"demo model {name} skipped: {entry['reason']}")
-        engine = Engine(registry, settings.serving)
-        app = create_app(settings, engine=engine, registry=registry)
         sock = _bind(settings.server.host, settings.server.port)
-        log_level = settings.server.log_level
-        uv_config = uvicorn.Config(
-            app,
-            log_level=log_level,
-            access_log=log_level in ("debug", "trace", "info"),
-            lifespan="on",
-            timeout_graceful_shutdown=math.ceil(settings.serving.request_timeout_s),
-        )
-        sys.stdout.write(f"aimass serving on {_url(sock)}\n")
+        url = _url(sock)
+        if tls:
+            url = "https" + url.removeprefix("http")
+        sys.stdout.write(f"aimass serving on {url}\n")
         sys.stdout.flush()
-        # uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut
-        # down gracefully; by then exiting 0 is the truth, not a crash.
-        for handled in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(handled, _exit_after_shutdown)
-        uvicorn.Server(uv_config).run(sockets=[sock])
+        if settings.server.workers > 1:
+            raise SystemExit(_supervise(settings, registry, sock, tls))
+        _run(_server(settings, registry, tls), sock)
     finally:
         registry.close()
+
+
+def _server(
+    settings: Settings,
+    registry: Registry,
+    tls: tuple[str, str] | None,
+    *,
+    preloaded: Sequence[tuple[VersionInfo, LoadedModel]] = (),
+    worker_header: bool = False,
+) -> uvicorn.Server:
+    import uvicorn
+
+    from aimass.gateway.gateway import Gateway
+    from aimass.server import create_app
+    from aimass.server.identity import WorkerHeader
+    from aimass.serving import Engine
+
+    engine = Engine(registry, settings.serving, preloaded=preloaded)
+    gateway = Gateway.from_settings(settings, registry.store.engine)
+    app: ASGIApp = create_app(settings, engine=engine, registry=registry, gateway=gateway)
+    if worker_header:
+        app = WorkerHeader(app)
+    log_level = settings.server.log_level
+    uv_config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=log_level in ("debug", "trace", "info"),
+        lifespan="on",
+        timeout_graceful_shutdown=math.ceil(settings.serving.request_timeout_s),
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
+    )
+    return uvicorn.Server(uv_config)
+
+
+def _run(server: uvicorn.Server, sock: socket.socket) -> None:
+    # uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut
+    # down gracefully; by then exiting 0 is the truth, not a crash.
+    for handled in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(handled, _exit_after_shutdown)
+    server.run(sockets=[sock])
+
+
+def _supervise(
+    settings: Settings, registry: Registry, sock: socket.socket, tls: tuple[str, str] | None
+) -> int:
+    """Load the start-up models once, then fork workers that share them and the socket."""
+    from aimass.registry import Registry
+    from aimass.serving.workers import SharedModels, WorkerPool
+
+    workers = settings.server.workers
+    # Imported before the fork, so that their memory is shared by the workers too.
+    import uvicorn.loops.auto
+    import uvicorn.protocols.http.auto
+    import uvicorn.protocols.websockets.auto  # noqa: F401
+
+    import aimass.gateway.gateway
+    import aimass.server
+    import aimass.server.identity  # noqa: F401
+
+    shared = SharedModels.load(registry, settings.server.models, workers=workers)
+    # Connections must not cross a fork: each worker opens its own registry.
+    registry.close()
+
+    def run_worker(slot: int) -> int:
+        shared.after_fork()
+        own = Registry.from_settings(settings)
+        try:
+            _run(_server(settings, own, tls, preloaded=shared.models, worker_header=True), sock)
+        finally:
+            own.close()
+        return 0
+
+    return WorkerPool(run_worker, workers, on_stop=sock.close).run()

@@ -115,7 +115,16 @@ class SklearnRuntime(Runtime):
             return next(iter(inputs.values()))
         import pandas as pd
 
-        return pd.DataFrame({c: inputs[c].reshape(len(inputs[c]), -1)[:, 0] for c in self._columns})
+        return pd.DataFrame(
+            {c: _as_text(inputs[c].reshape(len(inputs[c]), -1)[:, 0]) for c in self._columns}
+        )
+
+
+def _as_text(column: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    # Binary BYTES tensors arrive as bytes, JSON ones as str; the model was fitted on str.
+    if column.dtype.kind != "O" or not any(isinstance(v, bytes) for v in column):
+        return column
+    return np.array([v.decode() if isinstance(v, bytes) else v for v in column], dtype=object)
 
 
 def _columns_of(sample_input: Any) -> list[str] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,8 +26,12 @@ from aimass.server.errors import Endpoint, Protocol, guarded, http_exception_han
 from aimass.server.oip import OipRoutes
 from aimass.server.openai import OpenAIRoutes
 from aimass.server.openapi import openapi_document
+from aimass.server.runs import RunRoutes
 from aimass.serving import Engine
 from aimass.settings import Settings
+
+if TYPE_CHECKING:
+    from aimass.gateway.gateway import Gateway
 
 __all__ = ["create_app"]
 
@@ -39,24 +44,36 @@ def _version() -> str:
 
 
 def create_app(
-    settings: Settings, *, engine: Engine, registry: Registry, manage_engine: bool = True
+    settings: Settings,
+    *,
+    engine: Engine,
+    registry: Registry,
+    manage_engine: bool = True,
+    gateway: Gateway | None = None,
 ) -> ASGIApp:
     """The aimass HTTP server: OIP REST, OpenAI-compatible embeddings and ``/openapi.json``.
 
     With ``manage_engine`` (the default) the app's lifespan starts ``engine``
-    and closes it at shutdown; pass ``False`` when the caller owns both.
+    and closes it at shutdown; pass ``False`` when the caller owns both. A
+    ``gateway`` puts keys, roles, rate limits, request limits and the admin
+    API in front of everything, the infer fast path included.
     """
     server_version = _version()
     document = openapi_document(server_version)
+    limits = gateway.limits if gateway is not None else None
+    if gateway is not None:
+        gateway.describe(document)
 
     async def openapi(request: Request) -> Response:
         return json_response(document)
 
-    oip = OipRoutes(engine, registry, settings.server, server_version)
+    oip = OipRoutes(engine, registry, settings.server, server_version, limits=limits)
     routes = [
         *oip.routes(),
-        *OpenAIRoutes(engine, registry, settings.server).routes(),
+        *OpenAIRoutes(engine, registry, settings.server, limits=limits).routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *RunRoutes(registry).routes(),
+        *(gateway.routes() if gateway is not None else []),
     ]
 
     @contextlib.asynccontextmanager
@@ -69,13 +86,18 @@ def create_app(
             yield
         finally:
             await engine.close()
+            if gateway is not None:
+                await gateway.close()
 
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_exception_handler},
         lifespan=lifespan,
     )
-    return _InferFastPath(app, guarded(oip.infer, Protocol.OIP))
+    fast = _InferFastPath(app, guarded(oip.infer, Protocol.OIP))
+    if gateway is None:
+        return fast
+    return gateway.wrap(fast, max_body_bytes=settings.server.max_body_bytes)
 
 
 class _InferFastPath:

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from aimass.codecs import HEADER_LENGTH, decode_infer_request, encode_infer_response
 from aimass.codecs.request import parse_header_length, parse_json_object
 from aimass.errors import AimassError, ErrorCode
+from aimass.gateway.limits import RequestLimits
 from aimass.registry import Registry, TensorSpec, VersionInfo
 from aimass.server.body import json_response, read_body, success_response
 from aimass.server.errors import Protocol, guarded
@@ -63,12 +64,19 @@ class OipRoutes:
     """The OIP endpoints, bound to one engine and registry."""
 
     def __init__(
-        self, engine: Engine, registry: Registry, settings: ServerSettings, version: str
+        self,
+        engine: Engine,
+        registry: Registry,
+        settings: ServerSettings,
+        version: str,
+        *,
+        limits: RequestLimits | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
         self.settings = settings
         self.version = version
+        self.limits = limits
 
     def routes(self) -> list[Route]:
         """Starlette routes for every OIP endpoint."""
@@ -121,6 +129,8 @@ class OipRoutes:
         body = await read_body(request, self.settings.max_body_bytes)
         header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
         decoded = decode_infer_request(body, header_length)
+        if self.limits is not None:
+            self.limits.check_tensors(decoded.inputs)
         result = await self.engine.infer(
             request.path_params["name"],
             _version(request),

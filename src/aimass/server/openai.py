@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from aimass.codecs import parse_json_object
 from aimass.errors import AimassError, ErrorCode
+from aimass.gateway.limits import RequestLimits
 from aimass.registry import Datatype, ModelInfo, Registry, Task, VersionInfo
 from aimass.server.body import read_body, success_response
 from aimass.server.errors import Protocol, guarded
@@ -65,10 +66,18 @@ def _model_entry(model: ModelInfo) -> dict[str, Any]:
 class OpenAIRoutes:
     """The OpenAI-compatible endpoints, bound to one engine and registry."""
 
-    def __init__(self, engine: Engine, registry: Registry, settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        registry: Registry,
+        settings: ServerSettings,
+        *,
+        limits: RequestLimits | None = None,
+    ) -> None:
         self.engine = engine
         self.registry = registry
         self.settings = settings
+        self.limits = limits
 
     def routes(self) -> list[Route]:
         """Starlette routes for the OpenAI-compatible endpoints."""
@@ -97,6 +106,8 @@ class OpenAIRoutes:
         if not isinstance(model, str) or not model:
             raise _invalid("'model' must be the name of an embedding model", "model")
         texts = _texts(body.get("input"))
+        if self.limits is not None:
+            self.limits.check_texts(texts)
         encoding = body.get("encoding_format", "float")
         if encoding not in _FORMATS:
             raise _invalid(

@@ -159,6 +159,22 @@ class ModelCache:
         if entry.users == 0 and self.budget_bytes is not None and self._used > self.budget_bytes:
             self._make_room(0)
 
+    def seed(self, info: VersionInfo, model: LoadedModel) -> None:
+        """Hold ``model``, already loaded elsewhere, as the READY version ``info`` names.
+
+        For models loaded before the cache existed (a supervisor loads them
+        before forking its workers, which share their memory). The version
+        counts against the budget and is evicted like any other. No event
+        loop is needed. Raises ``ValueError`` if the version is already cached.
+        """
+        if (info.model, info.version) in self._entries:
+            raise ValueError(f"model {info.ref} is already in the cache")
+        entry = CachedModel(info, self._clock())
+        entry.model, entry.batcher = model, self._make_batcher(model)
+        entry.status = ModelStatus.READY
+        self._entries[entry.key] = entry
+        self._used += entry.size
+
     async def load(self, info: VersionInfo) -> None:
         """Load a version now, retrying at once if its last load failed."""
         await self._ensure(info, retry=True, use=False)

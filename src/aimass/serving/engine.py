@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -51,7 +51,11 @@ class InferResult:
 
 
 class Engine:
-    """Batched, cached inference over a registry; see the module docstring."""
+    """Batched, cached inference over a registry; see the module docstring.
+
+    ``preloaded`` versions, with models already loaded (by a supervisor
+    before it forked this worker), are cached READY from the start.
+    """
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class Engine:
         settings: ServingSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        preloaded: Iterable[tuple[VersionInfo, LoadedModel]] = (),
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -75,6 +80,10 @@ class Engine:
             retry_after=settings.load_retry_s,
             clock=clock,
         )
+        # Models loaded before this engine existed (before a fork, to share
+        # their memory) are served as they are, never loaded again.
+        for info, model in preloaded:
+            self._cache.seed(info, model)
         self._checkers: dict[tuple[str, int], _InputCheck] = {}
         self._started = False
         self._closing = False

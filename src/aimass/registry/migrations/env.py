@@ -2,6 +2,8 @@
 
 from alembic import context
 
+import aimass.gateway.tables  # registers the gateway's tables on Base
+import aimass.lifecycle.tables  # noqa: F401  (registers the runs table on Base)
 from aimass.registry.tables import Base
 
 connection = context.config.attributes["connection"]

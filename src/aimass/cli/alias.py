@@ -1,0 +1,62 @@
+"""``aimass alias set|delete``: move aliases, behind promotion gates when asked."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from aimass.cli.output import console, emit_json
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Point aliases at versions, with promotion gates.", no_args_is_help=True)
+
+
+@app.command("set")
+def set_alias(
+    model: Annotated[str, typer.Argument(help="Model name")],
+    alias: Annotated[str, typer.Argument(help="Alias name, e.g. production")],
+    version: Annotated[int, typer.Argument(help="Version to point at")],
+    require: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require",
+            help="Gate METRIC>=NUMBER on the version's recorded evaluation (repeatable)",
+        ),
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+) -> None:
+    """Point ALIAS at VERSION; with --require, only if the recorded evaluation passes."""
+    from aimass.lifecycle.gates import Requirement, promote
+    from aimass.lifecycle.runs import RunStore
+    from aimass.sdk import default_registry
+
+    requirements = [Requirement.parse(text) for text in require or []]
+    registry = default_registry()
+    previous = promote(registry, RunStore.of(registry), model, alias, version, requirements)
+    if json:
+        emit_json(
+            {
+                "model": model,
+                "alias": alias,
+                "version": version,
+                "previous": previous,
+                "checked": [str(r) for r in requirements],
+            }
+        )
+        return
+    gates = f" (passed {', '.join(map(str, requirements))})" if requirements else ""
+    console.print(f"{model}@{alias} → {version}{gates}")
+
+
+@app.command("delete")
+def delete_alias(
+    model: Annotated[str, typer.Argument(help="Model name")],
+    alias: Annotated[str, typer.Argument(help="Alias name")],
+) -> None:
+    """Remove an alias."""
+    from aimass.sdk import default_registry
+
+    default_registry().delete_alias(model, alias)
+    console.print(f"{model}@{alias} removed")

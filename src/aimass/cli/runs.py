@@ -1,0 +1,135 @@
+"""``aimass runs list|show|compare``: the record of training, tuning and evaluation runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from aimass.cli.output import console, emit_json, table
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Training, tuning and evaluation runs.", no_args_is_help=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+
+
+def _store() -> Any:
+    from aimass.lifecycle.runs import RunStore
+    from aimass.sdk import default_registry
+
+    return RunStore.of(default_registry())
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+@app.command("list")
+def list_runs(
+    model: Annotated[str | None, typer.Option(help="Only this model's runs")] = None,
+    kind: Annotated[str | None, typer.Option(help="train, tune or evaluate")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first")] = 50,
+    json: JsonFlag = False,
+) -> None:
+    """List runs, newest first."""
+    found = _store().list(model=model, kind=kind, limit=limit)
+    if json:
+        emit_json(found)
+        return
+    table(
+        "runs",
+        ["id", "kind", "status", "version", "took", "score", "data"],
+        [
+            (
+                r.id,
+                r.kind,
+                f"{r.status} {r.progress:.0%}" if r.status == "running" else r.status,
+                r.ref or r.model,
+                f"{r.duration_s:.1f}s" if r.duration_s is not None else "",
+                _score(r.metrics),
+                f"{str(r.data.get('sha256', ''))[:8]} {r.data.get('rows', '')}x"
+                f"{r.data.get('columns', '')}"
+                if r.data
+                else "",
+            )
+            for r in found
+        ],
+    )
+
+
+def _score(metrics: dict[str, Any]) -> str:
+    for name in ("f1_macro", "r2", "accuracy", "rmse"):
+        if name in metrics:
+            return f"{name} {metrics[name]:.4f}"
+    return ""
+
+
+@app.command()
+def show(
+    run_id: Annotated[int, typer.Argument(metavar="ID", help="Run id")],
+    json: JsonFlag = False,
+) -> None:
+    """Show one run in full."""
+    run = _store().get(run_id)
+    if json:
+        emit_json(run)
+        return
+    console.print(
+        f"[bold]run {run.id}[/bold]  {run.kind}  {run.status}  {run.progress:.0%}  "
+        f"{run.message}\nmodel {run.ref or run.model}  started {run.started_at:%Y-%m-%d %H:%M:%S}"
+        + (f"  took {run.duration_s:.1f}s" if run.duration_s is not None else "")
+        + f"  by {run.created_by}"
+    )
+    table("parameters", ["name", "value"], [(k, v) for k, v in run.params.items()])
+    table("data", ["field", "value"], [(k, v) for k, v in run.data.items()])
+    cv = (run.extra.get("cross_validation") or {}).get("metrics", {})
+    table(
+        "metrics",
+        ["metric", "value", "cv mean", "cv std"],
+        [
+            (
+                name,
+                _value(value),
+                _value(cv.get(name, {}).get("mean")),
+                _value(cv.get(name, {}).get("std")),
+            )
+            for name, value in run.metrics.items()
+        ],
+    )
+    study = run.extra.get("study")
+    if study:
+        console.print(
+            f"study: {len(study['trials'])} trials, best {study['metric']} "
+            f"{study['best_value']:.4f} with {study['best_params']}"
+        )
+
+
+@app.command()
+def compare(
+    run_ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Two or more run ids")],
+    json: JsonFlag = False,
+) -> None:
+    """Compare runs side by side: parameters, data and metrics."""
+    store = _store()
+    runs = [store.get(i) for i in run_ids]
+    params = sorted({k for r in runs for k in r.params})
+    metrics = sorted({k for r in runs for k in r.metrics})
+    if json:
+        emit_json(
+            {
+                "runs": [r.id for r in runs],
+                "params": {k: [r.params.get(k) for r in runs] for k in params},
+                "metrics": {k: [r.metrics.get(k) for r in runs] for k in metrics},
+                "data": [r.data.get("sha256") for r in runs],
+            }
+        )
+        return
+    rows: list[list[Any]] = [["version", *[r.ref or "" for r in runs]]]
+    rows.append(["data sha256", *[str(r.data.get("sha256", ""))[:12] for r in runs]])
+    rows += [[f"param {k}", *[_value(r.params.get(k)) for r in runs]] for k in params]
+    rows += [[k, *[_value(r.metrics.get(k)) for r in runs]] for k in metrics]
+    table("comparison", ["", *[f"run {r.id} ({r.kind})" for r in runs]], rows)

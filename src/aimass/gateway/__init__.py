@@ -1,0 +1,1 @@
+"""The gateway: API keys, roles and model scopes, rate limits and quotas, audit."""

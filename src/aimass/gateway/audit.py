@@ -1,0 +1,98 @@
+"""The audit log: every management action, who (a key id), what, on what, when, from where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import sessionmaker
+
+from aimass.gateway.tables import AuditEventRow
+from aimass.registry.tables import utcnow
+
+__all__ = ["AuditEvent", "AuditLog"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One recorded action."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    source: str
+    status: int | None
+    detail: dict[str, Any]
+
+    def public(self) -> dict[str, Any]:
+        """The event as JSON-ready data."""
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "source": self.source,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+class AuditLog:
+    """The ``audit_events`` table: append and read, never change."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str = "",
+        source: str = "",
+        status: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one event, stamped now."""
+        row = AuditEventRow(
+            at=utcnow(),
+            actor=actor[:255],
+            action=action[:64],
+            target=target[:1024],
+            source=source[:255],
+            status=status,
+            detail=detail or {},
+        )
+        with self._sessions.begin() as session:
+            session.add(row)
+
+    def list(
+        self, *, limit: int = 100, actor: str | None = None, action: str | None = None
+    ) -> list[AuditEvent]:
+        """The newest ``limit`` events, newest first, optionally of one actor or action."""
+        query = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
+        if actor is not None:
+            query = query.where(AuditEventRow.actor == actor)
+        if action is not None:
+            query = query.where(AuditEventRow.action == action)
+        with self._sessions.begin() as session:
+            return [_event(row) for row in session.scalars(query).all()]
+
+
+def _event(row: AuditEventRow) -> AuditEvent:
+    at = row.at if row.at.tzinfo is not None else row.at.replace(tzinfo=UTC)
+    return AuditEvent(
+        id=row.id,
+        at=at,
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        source=row.source,
+        status=row.status,
+        detail=dict(row.detail or {}),
+    )

@@ -1,0 +1,234 @@
+"""The gateway: who is calling, may they, and may they now.
+
+:class:`Gateway` holds the key table (a copy, re-read every
+``key_refresh_s``), the rate limiter, the audit log and the request limits;
+:mod:`aimass.gateway.middleware` asks it about each request. With
+``enabled="auto"`` keys are required as soon as one exists, so a local demo
+with no keys stays open and a deployment closes by creating its first key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from aimass.errors import AimassError, ErrorCode
+from aimass.gateway.audit import AuditLog
+from aimass.gateway.keys import ApiKey, KeyStore, digest
+from aimass.gateway.limits import RequestLimits
+from aimass.gateway.ratelimit import Clock, Decision, Limiter, MemoryLimiter, Policy
+from aimass.gateway.roles import Requirement, base_model_name
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from aimass.settings import GatewaySettings, Settings
+
+__all__ = ["Gateway", "key_from_headers"]
+
+logger = logging.getLogger("aimass.gateway")
+
+_BEARER = b"bearer "
+_EXPOSED = (
+    "retry-after",
+    "x-request-id",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+)
+
+
+def key_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The key in ``Authorization: Bearer …`` or, failing that, ``x-api-key``."""
+    fallback = None
+    for name, value in headers:
+        if name == b"authorization" and value[:7].lower() == _BEARER:
+            return value[7:].strip().decode("latin-1")
+        if name == b"x-api-key":
+            fallback = value.strip().decode("latin-1")
+    return fallback
+
+
+class Gateway:
+    """Authentication, authorization, rate limits and audit for one server."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        keys: KeyStore,
+        audit: AuditLog,
+        limiter: Limiter,
+        clock: Clock = time.time,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.audit = audit
+        self.limiter = limiter
+        self.limits = RequestLimits(settings.max_tensor_elements, settings.max_string_bytes)
+        self._clock = clock
+        self._table: dict[str, ApiKey] = {}
+        self._any = False
+        self._loaded_at = -math.inf
+        self._refresh = asyncio.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, engine: Engine, *, clock: Clock = time.time
+    ) -> Gateway:
+        """A gateway over the registry database ``engine``, with the configured limiter."""
+        gateway = settings.gateway
+        limiter: Limiter
+        if gateway.rate_limit_backend == "redis":
+            from aimass.gateway.redislimit import RedisLimiter
+
+            limiter = RedisLimiter(
+                gateway.redis_url,
+                prefix=gateway.redis_prefix,
+                timeout_s=gateway.redis_timeout_s,
+                fail_open=gateway.redis_failure == "open",
+            )
+        else:
+            limiter = MemoryLimiter(clock)
+        return cls(
+            gateway, keys=KeyStore(engine), audit=AuditLog(engine), limiter=limiter, clock=clock
+        )
+
+    @property
+    def off(self) -> bool:
+        """Key checks are switched off altogether (``enabled="off"``)."""
+        return self.settings.enabled == "off"
+
+    async def table(self) -> dict[str, ApiKey]:
+        """The usable keys by digest, re-read from the database when the copy is stale."""
+        if time.monotonic() - self._loaded_at < self.settings.key_refresh_s:
+            return self._table
+        async with self._refresh:
+            if time.monotonic() - self._loaded_at >= self.settings.key_refresh_s:
+                try:
+                    self._table, self._any = await run_in_threadpool(self.keys.snapshot)
+                except Exception:
+                    # Keep serving with the last table we had; say so.
+                    logger.exception("could not re-read the API key table")
+                self._loaded_at = time.monotonic()
+        return self._table
+
+    def invalidate(self) -> None:
+        """Re-read the key table on the next request (after a key changes here)."""
+        self._loaded_at = -math.inf
+
+    def enforcing(self) -> bool:
+        """Whether requests need a key: always when on; when auto, once a key was ever made.
+
+        Revoking or outliving every key does not reopen a server: that takes
+        ``enabled="off"``, said out loud.
+        """
+        mode = self.settings.enabled
+        return mode == "on" or (mode == "auto" and self._any)
+
+    def now(self) -> datetime:
+        """The gateway's clock as a UTC datetime."""
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def authenticate(self, table: dict[str, ApiKey], presented: str | None) -> ApiKey:
+        """The key a request presents; UNAUTHENTICATED if missing, unknown, revoked or expired.
+
+        Unknown, revoked and expired keys get the same message: only the
+        holder of a key learns anything from its state, and from the log.
+        """
+        if not presented:
+            raise AimassError(
+                ErrorCode.UNAUTHENTICATED,
+                "an API key is required: send 'Authorization: Bearer <key>' or 'x-api-key'",
+            )
+        presented_digest = digest(presented)
+        key = table.get(presented_digest)
+        if key is None or not key.matches(presented_digest):
+            raise AimassError(ErrorCode.UNAUTHENTICATED, "invalid API key")
+        if not key.usable(self.now()):
+            logger.info("refused expired API key %s", key.id)
+            raise AimassError(ErrorCode.UNAUTHENTICATED, "invalid API key")
+        return key
+
+    @staticmethod
+    def authorize(key: ApiKey, requirement: Requirement) -> None:
+        """PERMISSION_DENIED unless ``key``'s role covers what ``requirement`` needs."""
+        assert requirement.role is not None
+        if not key.role.allows(requirement.role):
+            raise AimassError(
+                ErrorCode.PERMISSION_DENIED,
+                f"this API key's role ({key.role.value}) may not do this; "
+                f"it needs {requirement.role.value}",
+            )
+
+    async def admit(self, key: ApiKey, model: str | None) -> Decision | None:
+        """Take one request from the key's rate limit and quota; ``None`` if it has neither."""
+        if key.rate is None and key.quota is None:
+            return None
+        bucket = key.id
+        if key.per_model and model:
+            bucket = f"{key.id}:{base_model_name(model)}"
+        policy = Policy(key.rate, key.burst, key.quota, key.quota_period)
+        return await self.limiter.acquire(bucket, policy)
+
+    async def record(self, **event: Any) -> None:
+        """Append an audit event without letting a database hiccup fail the request."""
+        try:
+            await run_in_threadpool(lambda: self.audit.record(**event))
+        except Exception:
+            logger.exception("could not write the audit event %s", event)
+
+    def routes(self) -> list[Route]:
+        """The admin API's routes (keys and audit), for the app to mount."""
+        from aimass.gateway.admin import AdminRoutes
+
+        return AdminRoutes(self).routes()
+
+    def describe(self, document: dict[str, Any]) -> None:
+        """Add the admin API and, unless keys are off, the key schemes to an OpenAPI document."""
+        from aimass.gateway.admin import admin_openapi_paths
+
+        paths, schemas = admin_openapi_paths()
+        document["paths"].update(paths)
+        document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        if self.off:
+            return
+        document["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        }
+        document["security"] = [{"bearer": []}, {"apiKey": []}]
+        for path in ("/v2/health/live", "/v2/health/ready"):
+            for operation in document["paths"].get(path, {}).values():
+                operation["security"] = []
+
+    def wrap(self, app: ASGIApp, *, max_body_bytes: int) -> ASGIApp:
+        """``app`` behind the gateway layer, and CORS outside it when origins are set."""
+        from aimass.gateway.middleware import GatewayLayer
+
+        wrapped: ASGIApp = GatewayLayer(app, self, max_body_bytes=max_body_bytes)
+        if self.settings.cors_origins:
+            wrapped = CORSMiddleware(
+                wrapped,
+                allow_origins=self.settings.cors_origins,
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["authorization", "x-api-key", "content-type", "x-request-id"],
+                allow_credentials=self.settings.cors_allow_credentials,
+                expose_headers=[*_EXPOSED],
+                max_age=600,
+            )
+        return wrapped
+
+    async def close(self) -> None:
+        """Release the limiter's connections."""
+        await self.limiter.close()

@@ -1,0 +1,98 @@
+"""The development flow: training specs, evaluation, runs, tuning, gates, cards, builds, imports.
+
+Importing this package is cheap: the names below are imported on first use,
+and scikit-learn, Optuna, matplotlib and MLflow only inside the functions
+that need them::
+
+    from aimass.lifecycle import train_and_register
+
+    result = train_and_register("examples/iris.yaml")   # tracked, evaluated, registered
+    print(result.version.ref, result.evaluation.metrics["f1_macro"])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aimass.lifecycle.assessment import Assessment, assess
+    from aimass.lifecycle.build import BuildContext, build_context
+    from aimass.lifecycle.card import CardFiles, write_card
+    from aimass.lifecycle.evaluate import (
+        CrossValidation,
+        Evaluation,
+        cross_validate,
+        evaluate_estimator,
+        evaluate_predictions,
+        evaluate_version,
+    )
+    from aimass.lifecycle.gates import Requirement, promote
+    from aimass.lifecycle.mlflow_import import import_mlflow
+    from aimass.lifecycle.runs import RunRecord, RunStore
+    from aimass.lifecycle.spec import TrainSpec, load_spec, parse_spec
+    from aimass.lifecycle.train import Trainer, TrainResult, train_and_register
+    from aimass.lifecycle.tune import Tuner, TuneResult
+
+__all__ = [
+    "Assessment",
+    "BuildContext",
+    "CardFiles",
+    "CrossValidation",
+    "Evaluation",
+    "Requirement",
+    "RunRecord",
+    "RunStore",
+    "TrainResult",
+    "TrainSpec",
+    "Trainer",
+    "TuneResult",
+    "Tuner",
+    "assess",
+    "build_context",
+    "cross_validate",
+    "evaluate_estimator",
+    "evaluate_predictions",
+    "evaluate_version",
+    "import_mlflow",
+    "load_spec",
+    "parse_spec",
+    "promote",
+    "train_and_register",
+    "write_card",
+]
+
+_LOCATIONS = {
+    "Assessment": "assessment",
+    "assess": "assessment",
+    "BuildContext": "build",
+    "build_context": "build",
+    "CardFiles": "card",
+    "write_card": "card",
+    "CrossValidation": "evaluate",
+    "Evaluation": "evaluate",
+    "cross_validate": "evaluate",
+    "evaluate_estimator": "evaluate",
+    "evaluate_predictions": "evaluate",
+    "evaluate_version": "evaluate",
+    "Requirement": "gates",
+    "promote": "gates",
+    "import_mlflow": "mlflow_import",
+    "RunRecord": "runs",
+    "RunStore": "runs",
+    "TrainSpec": "spec",
+    "load_spec": "spec",
+    "parse_spec": "spec",
+    "Trainer": "train",
+    "TrainResult": "train",
+    "train_and_register": "train",
+    "Tuner": "tune",
+    "TuneResult": "tune",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOCATIONS:
+        module = importlib.import_module(f"aimass.lifecycle.{_LOCATIONS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'aimass.lifecycle' has no attribute {name!r}")

@@ -1,0 +1,128 @@
+"""The gateway's pure parts: token buckets, quota windows, roles, scopes, key parsing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aimass.errors import AimassError
+from aimass.gateway.gateway import key_from_headers
+from aimass.gateway.keys import digest, parse_expiry, parse_quota, parse_role
+from aimass.gateway.ratelimit import MemoryLimiter, Policy, quota_window
+from aimass.gateway.roles import Role, classify, in_scope
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_admits_burst_then_rate() -> None:
+    clock = Clock(1_000_000.0)
+    limiter = MemoryLimiter(clock)
+    policy = Policy(rate=2.0, burst=3)
+    assert [limiter.take("k", policy).allowed for _ in range(5)] == [True] * 3 + [False] * 2
+    refused = limiter.take("k", policy)
+    assert refused.retry_after_s == pytest.approx(0.5)
+    assert refused.headers()["retry-after"] == "1"
+    clock.now += 0.5
+    assert limiter.take("k", policy).allowed
+    assert not limiter.take("k", policy).allowed
+    clock.now += 100  # a long idle refills only up to the burst
+    assert sum(limiter.take("k", policy).allowed for _ in range(10)) == 3
+
+
+def test_admissions_over_time_never_exceed_burst_plus_rate_times_t() -> None:
+    clock = Clock(0.0)
+    limiter = MemoryLimiter(clock)
+    policy = Policy(rate=7.0, burst=4)
+    admitted = 0
+    for step in range(10_000):  # a caller every millisecond, from 0 to 9.999 s
+        clock.now = step / 1000
+        admitted += limiter.take("k", policy).allowed
+    assert admitted == 4 + int(7 * 9.999)  # the burst, then every token as it accrues
+
+
+def test_quota_windows_are_calendar_days_and_months() -> None:
+    at = datetime(2026, 12, 31, 23, 0, tzinfo=UTC).timestamp()
+    assert quota_window("day", at) == ("2026-12-31", at + 3600)
+    name, end = quota_window("month", at)
+    assert name == "2026-12" and end == datetime(2027, 1, 1, tzinfo=UTC).timestamp()
+
+
+def test_quota_binds_and_rolls_over() -> None:
+    clock = Clock(datetime(2026, 5, 1, 23, 59, 59, tzinfo=UTC).timestamp())
+    limiter = MemoryLimiter(clock)
+    policy = Policy(quota=2, quota_period="day")
+    assert [limiter.take("k", policy).allowed for _ in range(3)] == [True, True, False]
+    refused = limiter.take("k", policy)
+    assert refused.headers() == {
+        "x-ratelimit-limit": "2",
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": "1",
+        "retry-after": "1",
+    }
+    clock.now += 1
+    assert limiter.take("k", policy).allowed
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role", "model"),
+    [
+        ("GET", "/v2/health/ready", None, None),
+        ("GET", "/openapi.json", None, None),
+        ("POST", "/v2/models/iris@production/infer", Role.INVOKER, "iris@production"),
+        ("GET", "/v1/models/iris", Role.INVOKER, "iris"),
+        ("POST", "/v2/repository/models/iris/load", Role.DEPLOYER, "iris"),
+        ("GET", "/admin/keys", Role.ADMIN, None),
+        ("POST", "/something/new", Role.ADMIN, None),
+    ],
+)
+def test_classify(method: str, path: str, role: Role | None, model: str | None) -> None:
+    requirement = classify(method, path)
+    assert (requirement.role, requirement.model) == (role, model)
+
+
+def test_roles_are_ranked() -> None:
+    assert Role.ADMIN.allows(Role.DEPLOYER) and Role.DEPLOYER.allows(Role.INVOKER)
+    assert not Role.INVOKER.allows(Role.DEPLOYER) and not Role.DEPLOYER.allows(Role.ADMIN)
+
+
+def test_scopes_match_names_and_globs_of_the_base_name() -> None:
+    assert in_scope([], "anything")
+    assert in_scope(["iris"], "iris:2") and in_scope(["iris"], "iris@production")
+    assert in_scope(["team-a/*", "iri?"], "iris")
+    assert not in_scope(["iris"], "iris-onnx")
+
+
+def test_key_from_headers_prefers_bearer() -> None:
+    both = [(b"x-api-key", b"second"), (b"authorization", b"Bearer first")]
+    assert key_from_headers(both) == "first"
+    assert key_from_headers([(b"x-api-key", b" k ")]) == "k"
+    assert key_from_headers([(b"authorization", b"Basic abc")]) is None
+
+
+def test_parsers_name_what_was_wrong() -> None:
+    assert parse_quota("1000/day") == (1000, "day")
+    assert parse_quota("5/month") == (5, "month")
+    assert parse_role("Admin") is Role.ADMIN
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_expiry("30d", now) == now + timedelta(days=30)
+    assert parse_expiry("2027-01-01", now) == datetime(2027, 1, 1, tzinfo=UTC)
+    for bad, call in [
+        ("0/day", parse_quota),
+        ("5/year", parse_quota),
+        ("root", parse_role),
+        ("soon", lambda v: parse_expiry(v, now)),
+        ("2020-01-01", lambda v: parse_expiry(v, now)),
+    ]:
+        with pytest.raises(AimassError):
+            call(bad)
+
+
+def test_digest_is_sha256_hex() -> None:
+    assert digest("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
