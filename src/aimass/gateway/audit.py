@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import select
 
 from aimass.gateway.tables import AuditEventRow
+from aimass.registry.database import SqlStore
 from aimass.registry.tables import utcnow
 
 __all__ = ["AuditEvent", "AuditLog"]
@@ -42,11 +42,8 @@ class AuditEvent:
         }
 
 
-class AuditLog:
+class AuditLog(SqlStore):
     """The ``audit_events`` table: append and read, never change."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def record(
         self,

@@ -14,18 +14,17 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
 
 from aimass.errors import AimassError, ErrorCode
 from aimass.gateway.roles import Role
 from aimass.gateway.tables import ApiKeyRow
+from aimass.registry.database import SqlStore
 from aimass.registry.tables import utcnow
 
 __all__ = [
@@ -192,17 +191,8 @@ def _record(row: ApiKeyRow) -> ApiKey:
     )
 
 
-class KeyStore:
+class KeyStore(SqlStore):
     """The ``api_keys`` table: create, list, revoke, and the usable keys by digest."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
 
     def create(
         self,

@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import select
 
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.tables import RunRow
 from aimass.registry import Registry
+from aimass.registry.database import SqlStore
 from aimass.registry.tables import utcnow
 
 __all__ = ["FAILED", "RUNNING", "SUCCEEDED", "RunRecord", "RunStore"]
@@ -76,11 +76,8 @@ def _record(row: RunRow) -> RunRecord:
     )
 
 
-class RunStore:
+class RunStore(SqlStore):
     """Reads and writes runs on the registry's database engine."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
     def of(cls, registry: Registry) -> RunStore:

@@ -9,16 +9,19 @@ registry at the same moment do not race to create the schema.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from aimass.errors import AimassError, ErrorCode
 
-__all__ = ["HEAD_REVISION", "open_engine"]
+__all__ = ["HEAD_REVISION", "SqlStore", "open_engine"]
 
 # The newest migration; a test checks it is Alembic's head. Knowing it here lets
 # an up-to-date database open without importing Alembic (most of a CLI call's start-up).
@@ -102,3 +105,21 @@ def _upgrade(engine: Engine, config: Any) -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+class SqlStore:
+    """Tables on the registry's engine, with one way to run a transaction.
+
+    The registry's metadata, API keys, the audit log and training runs all
+    live in the one registry database; each store subclasses this.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        """A session whose work commits on success and rolls back on error."""
+        with self._sessions.begin() as session:
+            yield session

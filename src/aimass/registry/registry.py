@@ -126,17 +126,12 @@ class Registry:
             files_dir = Path(staging)
             saved = cls.save(obj, files_dir, sample_input=sample_input, **save_options)
             files = _hash_tree(files_dir)
-            manifest = Manifest(
-                runtime=cls.name,
-                framework=saved.framework,
-                framework_version=saved.framework_version,
-                format=saved.format,
-                unsafe=saved.unsafe,
-                task=Task(task) if task else saved.task,
-                signature=signature or saved.signature,
+            manifest = saved.to_manifest(
+                cls.name,
                 files=files,
-                lineage=lineage or Lineage(),
-                options=saved.options,
+                task=Task(task) if task else None,
+                signature=signature,
+                lineage=lineage,
             )
             for file in files:
                 self.artifacts.put(files_dir / file.path, file.sha256)

@@ -10,15 +10,15 @@ never handed out again.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from aimass.errors import AimassError, ErrorCode
+from aimass.registry.database import SqlStore
 from aimass.registry.manifest import Manifest
 from aimass.registry.records import AliasEvent, ModelInfo, VersionInfo
 from aimass.registry.tables import AliasEventRow, AliasRow, ModelRow, TagRow, VersionRow, utcnow
@@ -29,17 +29,8 @@ READY = "ready"
 ARCHIVED = "archived"
 
 
-class MetadataStore:
+class MetadataStore(SqlStore):
     """All registry reads and writes that touch the database."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
 
     # -- models ---------------------------------------------------------------
 

@@ -21,10 +21,19 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
+from aimass.registry.manifest import ArtifactFile, Lineage, Manifest
 from aimass.registry.signature import Signature, Task, as_array
 
-__all__ = ["Arrays", "Capability", "LoadOptions", "Runtime", "Saved", "require"]
+__all__ = [
+    "Arrays",
+    "Capability",
+    "LoadOptions",
+    "Runtime",
+    "Saved",
+    "class_path",
+    "import_class",
+    "require",
+]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -52,6 +61,29 @@ class Saved:
     unsafe: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
+    def to_manifest(
+        self,
+        runtime: str,
+        *,
+        files: tuple[ArtifactFile, ...] = (),
+        task: Task | None = None,
+        signature: Signature | None = None,
+        lineage: Lineage | None = None,
+    ) -> Manifest:
+        """The manifest of what was saved; ``task`` and ``signature`` override the inferred."""
+        return Manifest(
+            runtime=runtime,
+            framework=self.framework,
+            framework_version=self.framework_version,
+            format=self.format,
+            unsafe=self.unsafe,
+            task=task or self.task,
+            signature=signature or self.signature,
+            files=files,
+            lineage=lineage or Lineage(),
+            options=self.options,
+        )
+
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -70,6 +102,50 @@ def require(module: str, extra: str) -> ModuleType:
             f"this model needs '{module}', which is not installed: pip install 'aimass[{extra}]'",
             extra=extra,
         ) from exc
+
+
+def import_class(path: str, base: type[Any], *, hint: str = "") -> type[Any]:
+    """Import the class a manifest names as ``module:qualname``, a subclass of ``base``.
+
+    The manifest is data, so the name is checked to be a class of the kind the
+    runtime expects rather than any callable.
+    """
+    module_name, _, qualname = path.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise AimassError(
+            ErrorCode.UNSUPPORTED,
+            f"the class {path} cannot be imported here ({exc})" + (f": {hint}" if hint else ""),
+        ) from exc
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise AimassError(
+            ErrorCode.UNSUPPORTED, f"{path} is not a {base.__module__}.{base.__qualname__} class"
+        )
+    return found
+
+
+def class_path(cls: type, *, hint: str) -> str:
+    """``module:qualname`` of a class that a serving process can import back.
+
+    Classes from ``__main__`` or defined inside a function cannot be; the
+    error ends with ``hint``, which says what to do instead.
+    """
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        where = "in __main__" if cls.__module__ == "__main__" else "inside a function"
+        raise AimassError(
+            ErrorCode.UNSUPPORTED,
+            f"class {cls.__qualname__} is defined {where}, so it cannot be imported where "
+            f"the model is served: {hint}",
+        )
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    if import_class(path, object) is not cls:
+        raise AimassError(
+            ErrorCode.UNSUPPORTED, f"importing {path} does not give back the class being saved"
+        )
+    return path
 
 
 def refuse_pickle(options: LoadOptions, what: str) -> None:

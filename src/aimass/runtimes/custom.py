@@ -24,7 +24,6 @@ directory holding the artifacts, so all state must come from there.
 
 from __future__ import annotations
 
-import importlib
 import platform
 import shutil
 import sys
@@ -39,12 +38,13 @@ from typing_extensions import override
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry.manifest import Manifest
 from aimass.registry.signature import Signature, Task, as_array
-from aimass.runtimes.base import Arrays, LoadOptions, Runtime, Saved
+from aimass.runtimes.base import Arrays, LoadOptions, Runtime, Saved, class_path, import_class
 
 __all__ = ["PythonModel", "PythonRuntime"]
 
 _ARTIFACTS = "artifacts"
 _CODE = "code"
+_CODE_PATHS_HINT = "define it at the top level of a module file and list that file in code_paths"
 
 
 class PythonModel(ABC):
@@ -88,7 +88,7 @@ class PythonRuntime(Runtime):
     @classmethod
     def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
         model_cls: type[PythonModel] = obj if isinstance(obj, type) else type(obj)
-        class_path = _class_path(model_cls)
+        path = class_path(model_cls, hint=_CODE_PATHS_HINT)
         artifacts = dict(options.get("artifacts", obj.artifacts))
         code_paths = list(options.get("code_paths", obj.code_paths))
         _copy_artifacts(artifacts, directory / _ARTIFACTS)
@@ -111,7 +111,7 @@ class PythonRuntime(Runtime):
             format="python-class",
             signature=signature,
             task=Task(task),
-            options={"class": class_path, "code_paths": code_names, "artifacts": sorted(artifacts)},
+            options={"class": path, "code_paths": code_names, "artifacts": sorted(artifacts)},
         )
 
     @override
@@ -121,49 +121,14 @@ class PythonRuntime(Runtime):
             code = str(directory / _CODE)
             if code not in sys.path:
                 sys.path.insert(0, code)
-        model_cls = _import_class(manifest.options["class"])
+        model_cls: type[PythonModel] = import_class(
+            manifest.options["class"], PythonModel, hint=_CODE_PATHS_HINT
+        )
         return cls(manifest, _instantiate(model_cls, directory / _ARTIFACTS))
 
     @override
     def predict(self, inputs: Arrays) -> Arrays:
         return _outputs(self.model, inputs)
-
-
-def _class_path(model_cls: type[PythonModel]) -> str:
-    if model_cls.__module__ == "__main__":
-        raise AimassError(
-            ErrorCode.UNSUPPORTED,
-            f"class {model_cls.__qualname__} is defined in __main__, which a server cannot "
-            "import: move it into a module file and list that file in code_paths",
-        )
-    if "<locals>" in model_cls.__qualname__:
-        raise AimassError(
-            ErrorCode.UNSUPPORTED,
-            f"class {model_cls.__qualname__} is defined inside a function; "
-            "define it at the top level of a module listed in code_paths",
-        )
-    path = f"{model_cls.__module__}:{model_cls.__qualname__}"
-    if _import_class(path) is not model_cls:
-        raise AimassError(
-            ErrorCode.UNSUPPORTED, f"importing {path} does not give back the class being saved"
-        )
-    return path
-
-
-def _import_class(path: str) -> type[PythonModel]:
-    module_name, _, qualname = path.partition(":")
-    try:
-        found: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
-        raise AimassError(
-            ErrorCode.UNSUPPORTED,
-            f"cannot import the model class {path}: ship its module with code_paths ({exc})",
-        ) from exc
-    if not (isinstance(found, type) and issubclass(found, PythonModel)):
-        raise AimassError(ErrorCode.UNSUPPORTED, f"{path} is not a PythonModel subclass")
-    return found
 
 
 def _instantiate(model_cls: type[PythonModel], artifacts: Path) -> PythonModel:

@@ -31,7 +31,6 @@ mapping of tensors keeps its keys.
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import warnings
 from collections.abc import Callable, Mapping
@@ -49,11 +48,17 @@ from aimass.runtimes.base import (
     LoadOptions,
     Runtime,
     Saved,
+    class_path,
+    import_class,
     refuse_pickle,
     require,
 )
 
 __all__ = ["FORMATS", "TorchRuntime"]
+
+_IMPORTABLE_HINT = (
+    "define it at the top level of an importable module, or save with format='export'"
+)
 
 FORMATS = ("state_dict", "export", "torchscript")
 """The formats a module can be saved in, in order of preference."""
@@ -283,38 +288,6 @@ def _save_program_file(path: Path, directory: Path, sample_input: Any, version: 
 # --- state_dict ---------------------------------------------------------------
 
 
-def _class_path(cls: type) -> str:
-    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
-        raise AimassError(
-            ErrorCode.UNSUPPORTED,
-            f"class {cls.__qualname__} is defined in a script or function and cannot be "
-            "imported where the model is served",
-        )
-    path = f"{cls.__module__}:{cls.__qualname__}"
-    if _import_class(path) is not cls:
-        raise AimassError(ErrorCode.UNSUPPORTED, f"{path} does not import back to the same class")
-    return path
-
-
-def _import_class(path: str) -> type:
-    import torch
-
-    module_name, _, qualname = path.partition(":")
-    try:
-        found: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
-        raise AimassError(
-            ErrorCode.INTERNAL,
-            f"this torch model needs the class {path}, which cannot be imported here: {exc}",
-        ) from exc
-    # The manifest names the class: never let it name anything but a module class.
-    if not (isinstance(found, type) and issubclass(found, torch.nn.Module)):
-        raise AimassError(ErrorCode.INTEGRITY, f"{path} is not a torch.nn.Module class")
-    return found
-
-
 def _save_state_dict(
     obj: Any, path: Path, inputs: Arrays, single: bool, init_kwargs: dict[str, Any]
 ) -> dict[str, Any]:
@@ -322,17 +295,19 @@ def _save_state_dict(
 
     from safetensors.torch import save_model
 
-    class_path = _class_path(type(obj))
+    cls_path = class_path(type(obj), hint=_IMPORTABLE_HINT)
     # Round-trip through JSON now so a kwarg that cannot be recorded fails here.
     kwargs = json.loads(json.dumps(init_kwargs))
     save_model(obj, str(path))
-    return {"class": class_path, "init_kwargs": kwargs}
+    return {"class": cls_path, "init_kwargs": kwargs}
 
 
 def _load_state_dict(path: Path, options: Mapping[str, Any]) -> Any:
+    import torch
     from safetensors.torch import load_model
 
-    module = _import_class(options["class"])(**options.get("init_kwargs", {}))
+    module_cls = import_class(options["class"], torch.nn.Module, hint=_IMPORTABLE_HINT)
+    module = module_cls(**options.get("init_kwargs", {}))
     load_model(module, str(path), strict=True)
     return module.eval()
 

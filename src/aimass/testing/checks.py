@@ -83,16 +83,7 @@ def check_runtime(
         directory = root / "model"
         directory.mkdir()
         saved = cls.save(obj, directory, sample_input=sample_input, **save_options)
-        manifest = Manifest(
-            runtime=cls.name,
-            framework=saved.framework,
-            framework_version=saved.framework_version,
-            format=saved.format,
-            unsafe=saved.unsafe,
-            task=saved.task,
-            signature=saved.signature,
-            options=saved.options,
-        )
+        manifest = saved.to_manifest(cls.name)
         loaded = LoadedModel("conformance", 1, cls.load(directory, manifest, LoadOptions()))
         inputs = loaded.runtime.to_inputs(sample_input)
         _check_inputs_match_signature(inputs, manifest.signature)
