@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,34 +13,13 @@ import joblib
 import numpy as np
 import pytest
 
+from aimass.testing.cli import Cli
 from aimass.testing.models import iris_classifier, iris_onnx
-
-AIMASS = str(Path(sys.executable).with_name("aimass"))
-
-
-class Cli:
-    """Runs ``aimass`` against one home directory."""
-
-    def __init__(self, home: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIMASS_")}
-        self.env["AIMASS_HOME"] = str(home)
-
-    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [AIMASS, *args], env=self.env, capture_output=True, text=True, timeout=600
-        )
-        assert "Traceback" not in done.stderr, done.stderr
-        if ok:
-            assert done.returncode == 0, done.stderr
-        return done
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "--json").stdout)
 
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    yield Cli(tmp_path_factory.mktemp("home"))
+    yield Cli(tmp_path_factory.mktemp("cli"))
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,29 +10,9 @@ from typing import Any
 
 import pytest
 
-AIMASS = str(Path(sys.executable).with_name("aimass"))
+from aimass.testing.cli import Cli
+
 EXAMPLES = Path(__file__).parents[2] / "examples"
-
-
-class Cli:
-    """Runs ``aimass`` in one working directory against one home."""
-
-    def __init__(self, root: Path) -> None:
-        self.cwd = root
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIMASS_")}
-        self.env["AIMASS_HOME"] = str(root / "home")
-
-    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [AIMASS, *args], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=600
-        )
-        assert "Traceback" not in done.stderr, done.stderr
-        if ok:
-            assert done.returncode == 0, done.stderr
-        return done
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "--json").stdout)
 
 
 @pytest.fixture(scope="module")
