@@ -81,6 +81,16 @@ def test_register_files_alias_tag_and_search(
     assert [m["name"] for m in cli.json("models", "list", "--name", "iris-f*")] == ["iris-file"]
     assert {m["name"] for m in cli.json("models", "list", "--task", "embedding")} == {"minilm"}
 
+    audited = [(e["action"], e["target"]) for e in reversed(cli.json("audit"))]
+    assert audited[-5:] == [
+        ("models.register", "iris-file:1"),
+        ("models.register", "iris-file:2"),
+        ("models.alias.set", "iris-file@staging"),
+        ("models.alias.set", "iris-file@staging"),
+        ("models.tag", "iris-file"),
+    ]
+    assert all(e["actor"] == "cli:local" for e in cli.json("audit"))
+
 
 def test_delete_is_refused_while_aliased_with_a_friendly_error(
     cli: Cli, demo: dict[str, Any]

@@ -28,6 +28,7 @@ def set_alias(
     json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
 ) -> None:
     """Point ALIAS at VERSION; with --require, only if the recorded evaluation passes."""
+    from aimass.gateway.audit import record_cli_action
     from aimass.lifecycle.gates import Requirement, promote
     from aimass.lifecycle.runs import RunStore
     from aimass.sdk import default_registry
@@ -35,6 +36,14 @@ def set_alias(
     requirements = [Requirement.parse(text) for text in require or []]
     registry = default_registry()
     previous = promote(registry, RunStore.of(registry), model, alias, version, requirements)
+    record_cli_action(
+        registry,
+        "models.alias.set",
+        f"{model}@{alias}",
+        version=version,
+        previous=previous,
+        checked=[str(r) for r in requirements],
+    )
     if json:
         emit_json(
             {
@@ -56,7 +65,10 @@ def delete_alias(
     alias: Annotated[str, typer.Argument(help="Alias name")],
 ) -> None:
     """Remove an alias."""
+    from aimass.gateway.audit import record_cli_action
     from aimass.sdk import default_registry
 
-    default_registry().delete_alias(model, alias)
+    registry = default_registry()
+    registry.delete_alias(model, alias)
+    record_cli_action(registry, "models.alias.delete", f"{model}@{alias}")
     console.print(f"{model}@{alias} removed")

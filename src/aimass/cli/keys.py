@@ -7,7 +7,6 @@ is written to the audit log as ``cli:<user>`` from ``cli@<host>``.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -16,7 +15,7 @@ import typer
 
 from aimass.cli.output import emit_json, error_console, table
 from aimass.errors import AimassError, ErrorCode
-from aimass.gateway.audit import AuditLog
+from aimass.gateway.audit import AuditLog, cli_actor
 from aimass.gateway.keys import KeyStore, parse_expiry, parse_quota, parse_role
 from aimass.registry.database import open_engine
 from aimass.settings import Settings, load_settings
@@ -36,10 +35,6 @@ def _stores() -> Iterator[tuple[Settings, KeyStore, AuditLog]]:
         yield settings, KeyStore(engine), AuditLog(engine)
     finally:
         engine.dispose()
-
-
-def _actor(settings: Settings) -> tuple[str, str]:
-    return f"cli:{settings.user}", f"cli@{socket.gethostname()}"
 
 
 @app.command("create")
@@ -70,7 +65,7 @@ def create(
     parsed_quota = None if quota is None else parse_quota(quota)
     expires_at = None if expires is None else parse_expiry(expires)
     with _stores() as (settings, keys, audit):
-        actor, source = _actor(settings)
+        actor, source = cli_actor(settings.user)
         new = keys.create(
             name=name,
             role=parsed_role,
@@ -142,7 +137,7 @@ def revoke(
                 )
             key_id = named[0] if named else key
         revoked = keys.revoke(key_id)
-        actor, source = _actor(settings)
+        actor, source = cli_actor(settings.user)
         audit.record(actor=actor, action="keys.revoke", target=revoked.id, source=source)
     error_console.print(f"revoked {revoked.id} ({revoked.name})")
 

@@ -23,6 +23,12 @@ def _registry() -> Registry:
     return default_registry()
 
 
+def _audit(action: str, target: str, **detail: Any) -> None:
+    from aimass.gateway.audit import record_cli_action
+
+    record_cli_action(_registry(), action, target, **detail)
+
+
 def _pairs(items: list[str]) -> dict[str, str]:
     pairs = {}
     for item in items:
@@ -146,6 +152,7 @@ def register(
         tags=_pairs(tag or []),
         sample_input=_read_sample(sample) if sample else None,
     )
+    _audit("models.register", info.ref, runtime=info.manifest.runtime)
     if json:
         emit_json(info)
     else:
@@ -208,6 +215,7 @@ def alias(
         return
     if delete:
         registry.delete_alias(name, alias_name)
+        _audit("models.alias.delete", f"{name}@{alias_name}")
         result: dict[str, Any] = {"model": name, "alias": alias_name, "version": None}
     elif version is None:
         raise AimassError(
@@ -215,6 +223,7 @@ def alias(
         )
     else:
         previous = registry.set_alias(name, alias_name, version)
+        _audit("models.alias.set", f"{name}@{alias_name}", version=version, previous=previous)
         result = {"model": name, "alias": alias_name, "version": version, "previous": previous}
     if json:
         emit_json(result)
@@ -237,6 +246,7 @@ def tag(
         registry.set_tags(name, _pairs(pairs), version=version)
     for key in remove or []:
         registry.delete_tag(name, key, version=version)
+    _audit("models.tag", ref, set=_pairs(pairs or []), removed=remove or [])
     console.print(f"tags of {ref} updated")
 
 
@@ -255,6 +265,7 @@ def archive(
         if restore
         else registry.archive_version(name, version)
     )
+    _audit("models.restore" if restore else "models.archive", info.ref)
     console.print(f"{info.ref} is {info.status}")
 
 
@@ -273,4 +284,5 @@ def delete(
         registry.delete_model(name)
     else:
         registry.delete_version(name, version)
+    _audit("models.delete", ref)
     console.print(f"deleted {what}")

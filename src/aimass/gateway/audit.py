@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -12,7 +13,10 @@ from aimass.gateway.tables import AuditEventRow
 from aimass.registry.database import SqlStore
 from aimass.registry.tables import utcnow
 
-__all__ = ["AuditEvent", "AuditLog"]
+if TYPE_CHECKING:
+    from aimass.registry.registry import Registry
+
+__all__ = ["AuditEvent", "AuditLog", "cli_actor", "record_cli_action"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,19 @@ class AuditLog(SqlStore):
             query = query.where(AuditEventRow.action == action)
         with self._sessions.begin() as session:
             return [_event(row) for row in session.scalars(query).all()]
+
+
+def cli_actor(user: str) -> tuple[str, str]:
+    """Who and where, for an action taken with the CLI: ``cli:<user>`` from ``cli@<host>``."""
+    return f"cli:{user}", f"cli@{socket.gethostname()}"
+
+
+def record_cli_action(registry: Registry, action: str, target: str, **detail: Any) -> None:
+    """Audit a management action taken with the CLI on ``registry``, as HTTP ones are."""
+    actor, source = cli_actor(registry.user)
+    AuditLog(registry.store.engine).record(
+        actor=actor, action=action, target=target, source=source, detail=detail
+    )
 
 
 def _event(row: AuditEventRow) -> AuditEvent:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -119,8 +120,9 @@ class GatewayLayer:
         scope[KEY_SCOPE] = key
         if decision is not None and decision.enforced:
             send = _with_headers(send, decision.headers())
-        if key.models and scope["path"] == "/v1/models" and scope["method"] == "GET":
-            scope, send = _filtered_model_list(scope, send, key.models)
+        listing = _LISTINGS.get((scope["method"], scope["path"]))
+        if key.models and listing is not None:
+            scope, send = _filtered_listing(scope, send, key.models, listing)
         if requirement.management:
             send, seen = _status_of(send)
             await self._deadline(scope, receive, send)
@@ -231,8 +233,22 @@ def _status_of(send: Send) -> tuple[Send, dict[str, int]]:
     return sending, seen
 
 
-def _filtered_model_list(scope: Scope, send: Send, patterns: tuple[str, ...]) -> tuple[Scope, Send]:
-    """``GET /v1/models`` for a scoped key lists only the models in its scope."""
+_Listing = Callable[[Any, Callable[[str], bool]], Any]
+
+# Endpoints that list models, and how to keep only the entries a scope allows.
+_LISTINGS: dict[tuple[str, str], _Listing] = {
+    ("GET", "/v1/models"): lambda doc, keep: {
+        **doc,
+        "data": [m for m in doc["data"] if keep(m["id"])],
+    },
+    ("POST", "/v2/repository/index"): lambda doc, keep: [m for m in doc if keep(m["name"])],
+}
+
+
+def _filtered_listing(
+    scope: Scope, send: Send, patterns: tuple[str, ...], listing: _Listing
+) -> tuple[Scope, Send]:
+    """A model listing, for a scoped key, shows only the models in its scope."""
     headers = [(n, v) for n, v in scope["headers"] if n != b"accept-encoding"]
     start: Message = {}
     chunks: list[bytes] = []
@@ -250,8 +266,7 @@ def _filtered_model_list(scope: Scope, send: Send, patterns: tuple[str, ...]) ->
             return
         body = b"".join(chunks)
         if start.get("status") == 200:
-            document = orjson.loads(body)
-            document["data"] = [m for m in document["data"] if in_scope(patterns, m["id"])]
+            document = listing(orjson.loads(body), lambda name: in_scope(patterns, name))
             body = orjson.dumps(document)
         kept = [(n, v) for n, v in start.get("headers", []) if n != b"content-length"]
         await send({**start, "headers": [*kept, (b"content-length", str(len(body)).encode())]})

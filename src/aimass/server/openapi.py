@@ -293,6 +293,13 @@ def _post(
     return {"post": operation}
 
 
+_RUNS = {"type": "array", "items": {"type": "object"}}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The OpenAPI document for a server of this ``version``."""
     model, both = [_NAME], [_NAME, _VERSION]
@@ -346,6 +353,38 @@ def openapi_document(version: str) -> dict[str, Any]:
                 413,
                 503,
             ),
+            "/v1/runs": {
+                "get": {
+                    "summary": "Training, tuning and evaluation runs, newest first",
+                    "parameters": [
+                        _query("model", {"type": "string"}),
+                        _query("kind", {"enum": ["train", "tune", "evaluate"]}),
+                        _query("status", {"enum": ["running", "succeeded", "failed"]}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object", "properties": {"runs": _RUNS}}, "OK"),
+                        **_errors("OpenAIError", 400),
+                    },
+                }
+            },
+            "/v1/runs/{id}": {
+                "get": {
+                    "summary": "One run, with its progress while it runs",
+                    "parameters": [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "OK"),
+                        **_errors("OpenAIError", 400, 404),
+                    },
+                }
+            },
         },
         "components": {"schemas": {**_SCHEMAS, "Loaded": loaded}},
     }

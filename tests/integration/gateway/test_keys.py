@@ -91,6 +91,8 @@ def test_model_scopes_hide_what_is_out_of_scope(serve: ServeFactory) -> None:
             assert client.get("/v1/models/other").status_code == 403
             listed = client.get("/v1/models", headers={"accept-encoding": "gzip"}).json()
             assert [m["id"] for m in listed["data"]] == ["iris"]
+            index = client.post("/v2/repository/index", json={}).json()
+            assert {m["name"] for m in index} == {"iris"}
             embed = client.post("/v1/embeddings", json={"model": "other", "input": ["hi"]})
             assert embed.status_code == 403
             assert embed.json()["error"]["type"] == "permission_error"
