@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,14 @@ class TransformersRuntime(Runtime):
             value = [value]
         return super().to_inputs(value)
 
+    @override
+    def predict(self, inputs: Arrays) -> Arrays:
+        return self.run(_texts(inputs["text"]))
+
+    @abstractmethod
+    def run(self, texts: list[str]) -> Arrays:
+        """Predict on plain texts; each loaded kind (embedding, classifier) implements it."""
+
 
 class EmbeddingRuntime(TransformersRuntime):
     """A loaded sentence-transformers model: text in, one embedding per text out."""
@@ -159,9 +168,6 @@ class EmbeddingRuntime(TransformersRuntime):
         return cls(placeholder, model, normalize)
 
     @override
-    def predict(self, inputs: Arrays) -> Arrays:
-        return self.run(_texts(inputs["text"]))
-
     def run(self, texts: list[str]) -> Arrays:
         """Embed ``texts`` in one forward pass."""
         embeddings = self.model.encode(
@@ -200,9 +206,6 @@ class TextClassificationRuntime(TransformersRuntime):
         return cls(placeholder, model, tokenizer)
 
     @override
-    def predict(self, inputs: Arrays) -> Arrays:
-        return self.run(_texts(inputs["text"]))
-
     def run(self, texts: list[str]) -> Arrays:
         """Classify ``texts`` in one forward pass."""
         import torch

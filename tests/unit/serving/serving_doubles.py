@@ -41,13 +41,8 @@ class Script:
     load_gate: threading.Event | None = None
 
 
-class ScriptedRuntime(Runtime):
-    name = "scripted"
-    extra = "none"
-
-    def __init__(self, manifest: Manifest, script: Script) -> None:
-        super().__init__(manifest)
-        self.script = script
+class _InMemoryRuntime(Runtime):
+    """A runtime built in the test around a model in memory: it never saves or loads files."""
 
     @override
     @classmethod
@@ -63,6 +58,15 @@ class ScriptedRuntime(Runtime):
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> Runtime:
         raise NotImplementedError
+
+
+class ScriptedRuntime(_InMemoryRuntime):
+    name = "scripted"
+    extra = "none"
+
+    def __init__(self, manifest: Manifest, script: Script) -> None:
+        super().__init__(manifest)
+        self.script = script
 
     @override
     def predict(self, inputs: Arrays) -> Arrays:
@@ -74,7 +78,7 @@ class ScriptedRuntime(Runtime):
         return self.script.fn(inputs)
 
 
-class CountingRuntime(Runtime):
+class CountingRuntime(_InMemoryRuntime):
     """Delegates to another runtime, recording the rows of every call."""
 
     name = "counting"
@@ -84,21 +88,6 @@ class CountingRuntime(Runtime):
         super().__init__(inner.manifest)
         self.inner = inner
         self.calls = calls
-
-    @override
-    @classmethod
-    def handles(cls, obj: Any) -> bool:
-        return False
-
-    @override
-    @classmethod
-    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
-        raise NotImplementedError
-
-    @override
-    @classmethod
-    def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> Runtime:
-        raise NotImplementedError
 
     @override
     def predict(self, inputs: Arrays) -> Arrays:
