@@ -18,7 +18,7 @@ import math
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -143,10 +143,16 @@ def serve(
         url = _url(sock)
         if tls:
             url = "https" + url.removeprefix("http")
-        sys.stdout.write(f"aimass serving on {url}\n")
-        sys.stdout.flush()
+
+        def announce() -> None:
+            sys.stdout.write(f"aimass serving on {url}\n")
+            sys.stdout.flush()
+
         if settings.server.workers > 1:
-            raise SystemExit(_supervise(settings, registry, sock, tls))
+            # Announced once every worker is forked, so whoever reads the line
+            # and then sees the server ready sees the whole pool.
+            raise SystemExit(_supervise(settings, registry, sock, tls, announce))
+        announce()
         _run(_server(settings, registry, tls), sock)
     finally:
         registry.close()
@@ -194,7 +200,11 @@ def _run(server: uvicorn.Server, sock: socket.socket) -> None:
 
 
 def _supervise(
-    settings: Settings, registry: Registry, sock: socket.socket, tls: tuple[str, str] | None
+    settings: Settings,
+    registry: Registry,
+    sock: socket.socket,
+    tls: tuple[str, str] | None,
+    on_started: Callable[[], object],
 ) -> int:
     """Load the start-up models once, then fork workers that share them and the socket."""
     from aimass.registry import Registry
@@ -223,4 +233,4 @@ def _supervise(
             own.close()
         return 0
 
-    return WorkerPool(run_worker, workers, on_stop=sock.close).run()
+    return WorkerPool(run_worker, workers, on_started=on_started, on_stop=sock.close).run()

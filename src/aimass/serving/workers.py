@@ -188,7 +188,8 @@ class WorkerPool:
     so a worker that cannot start does not spin the CPU. ``on_stop`` runs
     once when the first stop signal arrives, before the workers are told:
     closing the supervisor's copy of the listening socket there makes new
-    connections fail at once instead of waiting in the backlog.
+    connections fail at once instead of waiting in the backlog. ``on_started``
+    runs once every worker of the first round is forked.
     """
 
     def __init__(
@@ -199,6 +200,7 @@ class WorkerPool:
         min_uptime: float = 5.0,
         restart_delay: float = 0.1,
         max_restart_delay: float = 30.0,
+        on_started: Callable[[], object] | None = None,
         on_stop: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -209,6 +211,7 @@ class WorkerPool:
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
         self._run_worker = run_worker
+        self._on_started = on_started
         self._on_stop = on_stop
         self._clock = clock
         self._live: dict[int, _Worker] = {}
@@ -241,6 +244,8 @@ class WorkerPool:
         try:
             for slot in range(self.workers):
                 self._spawn(slot)
+            if self._on_started is not None:
+                self._on_started()
             while self._live or (self._due and not self._stopping):
                 self._wait()
                 self._handle_signals()
