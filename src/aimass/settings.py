@@ -55,6 +55,12 @@ class RegistrySettings(_Section):
         default=True,
         description="Save scikit-learn models with skops instead of pickle when it round-trips",
     )
+    onnx_serving_plans: bool = Field(
+        default=True,
+        description="Also save scikit-learn models fitted on arrays as an ONNX serving plan "
+        "(with the onnx extra), kept only when onnxruntime reproduces every output; "
+        "such versions are then served without importing scikit-learn",
+    )
 
 
 class ServerSettings(_Section):
@@ -100,6 +106,12 @@ class ServingSettings(_Section):
         ge=0,
         description="Longest the oldest queued request waits for more to batch with; "
         "0 runs whatever is queued at once",
+    )
+    fill_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        description="Under load, how long a model that just finished a call waits for a "
+        "fuller batch, as a fraction of that call's duration (a 100 ms call: up to 10 ms)",
     )
     queue_size: int = Field(
         default=1024, ge=1, description="Requests queued per model version before OVERLOADED"

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from aimass.codecs.tensor import (
+    NUMERIC_DATATYPES,
     decode_binary_tensor,
     decode_json_tensor,
     parse_datatype,
@@ -110,26 +111,66 @@ def decode_infer_request(
     body: bytes | bytearray | memoryview, header_length: int | None = None
 ) -> InferRequest:
     """Decode a request body; ``header_length`` comes from ``Inference-Header-Content-Length``."""
-    view = memoryview(body)
     if header_length is None:
-        document = parse_json_object(view)
-        # Writable copy so runtimes (torch.from_numpy) never see a read-only array.
+        document = parse_json_object(body)
+        plain = _plain_request(document)
+        if plain is not None:
+            return plain
         tail = bytearray()
     else:
+        view = memoryview(body)
         document = parse_json_object(view[:header_length], "the JSON header")
+        # Writable copy so runtimes (torch.from_numpy) never see a read-only array.
         tail = bytearray(view[header_length:])
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise _invalid("'id' must be a string", field="id")
     parameters = _parameters(document, "")
-    inputs = _decode_inputs(document.get("inputs"), tail)
+    outputs = document.get("outputs")
     return InferRequest(
-        inputs=inputs,
+        inputs=_decode_inputs(document.get("inputs"), tail),
         id=request_id,
         parameters=parameters,
-        outputs=_decode_outputs(document.get("outputs")),
-        binary_output=_flag(parameters, "binary_data_output", ""),
+        outputs=None if outputs is None else _decode_outputs(outputs),
+        binary_output=bool(parameters) and _flag(parameters, "binary_data_output", ""),
     )
+
+
+_PLAIN_TENSOR = frozenset(("name", "datatype", "shape", "data"))
+
+
+def _plain_request(document: dict[str, Any]) -> InferRequest | None:
+    """The common request, decoded with the fewest checks; None for anything else.
+
+    Plain means an optional string ``id`` and ``inputs``, each exactly
+    ``name``, a numeric ``datatype``, ``shape`` and JSON ``data``. That is
+    nearly every request and the checks below are all it needs; anything
+    else (parameters, requested outputs, BYTES, binary data, every mistake)
+    goes down the general path, which also words the errors.
+    """
+    request_id = document.get("id")
+    if len(document) != (1 if request_id is None else 2) or (
+        request_id is not None and type(request_id) is not str
+    ):
+        return None
+    items = document.get("inputs")
+    if type(items) is not list or not items:
+        return None
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    for item in items:
+        if type(item) is not dict or item.keys() != _PLAIN_TENSOR:
+            return None
+        name, datatype, shape = item["name"], item["datatype"], item["shape"]
+        if type(name) is not str or not name or name in inputs or type(shape) is not list:
+            return None
+        numeric = NUMERIC_DATATYPES.get(datatype) if type(datatype) is str else None
+        if numeric is None:
+            return None
+        for size in shape:
+            if type(size) is not int or size < 0:
+                return None
+        inputs[name] = decode_json_tensor(name, numeric, tuple(shape), item["data"])
+    return InferRequest(inputs, request_id)
 
 
 def _decode_inputs(items: Any, tail: bytearray) -> dict[str, np.ndarray[Any, Any]]:
@@ -147,7 +188,11 @@ def _decode_inputs(items: Any, tail: bytearray) -> dict[str, np.ndarray[Any, Any
             raise _invalid(f"input '{name}' appears more than once", field=name)
         datatype = parse_datatype(name, item.get("datatype"))
         shape = parse_shape(name, item.get("shape"))
-        size = _parameters(item, f"input '{name}': ").get("binary_data_size")
+        size = (
+            None
+            if item.get("parameters") is None
+            else _parameters(item, f"input '{name}': ").get("binary_data_size")
+        )
         if size is None:
             if "data" not in item:
                 raise _invalid(
@@ -181,9 +226,7 @@ def _decode_inputs(items: Any, tail: bytearray) -> dict[str, np.ndarray[Any, Any
     return inputs
 
 
-def _decode_outputs(items: Any) -> tuple[RequestedOutput, ...] | None:
-    if items is None:
-        return None
+def _decode_outputs(items: Any) -> tuple[RequestedOutput, ...]:
     if not isinstance(items, list):
         raise _invalid("'outputs' must be a list", field="outputs")
     requested: list[RequestedOutput] = []

@@ -61,11 +61,8 @@ def encode_infer_response(
     for name, binary in _selected(request, outputs):
         array = outputs[name]
         datatype = tensor_datatype(name, array)
-        entry: dict[str, Any] = {
-            "name": name,
-            "datatype": datatype.value,
-            "shape": list(array.shape),
-        }
+        # orjson writes the StrEnum member and the shape tuple as a string and a list.
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": array.shape}
         if binary:
             raw = encode_binary_tensor(name, array, datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}

@@ -22,6 +22,7 @@ from aimass.errors import AimassError, ErrorCode
 from aimass.registry.signature import Datatype
 
 __all__ = [
+    "NUMERIC_DATATYPES",
     "decode_binary_tensor",
     "decode_bytes_elements",
     "decode_json_tensor",
@@ -35,6 +36,15 @@ __all__ = [
 
 _LENGTH = struct.Struct("<I")
 _DATATYPES = ", ".join(d.value for d in Datatype)
+_BY_NAME: dict[str, Datatype] = {d.value: d for d in Datatype}
+NUMERIC_DATATYPES: dict[str, Datatype] = {
+    name: d for name, d in _BY_NAME.items() if d is not Datatype.BYTES
+}
+"""Every datatype but BYTES, by its name."""
+# Per numpy kind of the target: what JSON data may hold, and how to say so.
+_ALLOWED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+_EXPECTED = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}
+_FOUND = {"U": "strings", "f": "floating point numbers", "b": "booleans"}
 
 
 def _invalid(kind: str, name: str, problem: str) -> AimassError:
@@ -43,21 +53,21 @@ def _invalid(kind: str, name: str, problem: str) -> AimassError:
 
 def parse_datatype(name: str, value: Any, *, kind: str = "input") -> Datatype:
     """The datatype a request names; INVALID_INPUT listing the valid ones otherwise."""
-    try:
-        return Datatype(value)
-    except ValueError:
-        raise _invalid(
-            kind, name, f"unknown datatype {value!r}; expected one of {_DATATYPES}"
-        ) from None
+    found = _BY_NAME.get(value) if type(value) is str else None
+    if found is None:
+        raise _invalid(kind, name, f"unknown datatype {value!r}; expected one of {_DATATYPES}")
+    return found
 
 
 def parse_shape(name: str, value: Any, *, kind: str = "input") -> tuple[int, ...]:
     """A request's shape: a list of non-negative integers (booleans are not integers)."""
-    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
-        raise _invalid(
-            kind, name, f"'shape' must be a list of non-negative integers, got {value!r}"
-        )
-    return tuple(value)
+    if type(value) is list:
+        for size in value:
+            if type(size) is not int or size < 0:
+                break
+        else:
+            return tuple(value)
+    raise _invalid(kind, name, f"'shape' must be a list of non-negative integers, got {value!r}")
 
 
 def _count(shape: tuple[int, ...]) -> int:
@@ -74,13 +84,14 @@ def decode_json_tensor(
         array = _bytes_from_json(name, data)
     else:
         array = _numbers_from_json(name, datatype, data)
-    if array.size != _count(shape):
+    try:
+        return array.reshape(shape)
+    except ValueError:
         raise _invalid(
             "input",
             name,
             f"shape {list(shape)} needs {_count(shape)} elements, 'data' has {array.size}",
-        )
-    return array.reshape(shape)
+        ) from None
 
 
 def _bytes_from_json(name: str, data: list[Any]) -> np.ndarray[Any, Any]:
@@ -105,21 +116,19 @@ def _numbers_from_json(name: str, datatype: Datatype, data: list[Any]) -> np.nda
     if array.size == 0:
         return array.astype(target)
     kind = array.dtype.kind
-    expected = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}[target.kind]
     if kind == "O" and target.kind in "iu":
         # Integers beyond int64 land in an object array; numpy checks the range itself.
         try:
             return np.array(data, dtype=target)
         except (OverflowError, ValueError, TypeError):
             raise _invalid(
-                "input", name, f"{datatype.value} data must be {expected} in range"
+                "input", name, f"{datatype.value} data must be {_EXPECTED[target.kind]} in range"
             ) from None
-    allowed = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[target.kind]
-    if kind not in allowed:
-        found = {"U": "strings", "f": "floating point numbers", "b": "booleans"}.get(
-            kind, "values that are not numbers"
+    if kind not in _ALLOWED_KINDS[target.kind]:
+        found = _FOUND.get(kind, "values that are not numbers")
+        raise _invalid(
+            "input", name, f"{datatype.value} data must be {_EXPECTED[target.kind]}, found {found}"
         )
-        raise _invalid("input", name, f"{datatype.value} data must be {expected}, found {found}")
     if target.kind in "iu":
         info = np.iinfo(target)
         if array.min() < info.min or array.max() > info.max:

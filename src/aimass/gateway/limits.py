@@ -30,7 +30,7 @@ class RequestLimits:
                     f"{self.max_tensor_elements}",
                     field=name,
                 )
-            if array.dtype == object or array.dtype.kind in "SU":
+            if array.dtype.kind in "OSU":
                 self._check_strings(name, array.ravel())
 
     def check_texts(self, texts: Iterable[str], field: str = "input") -> None:

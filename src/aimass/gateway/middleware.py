@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,7 @@ from aimass.gateway.keys import ApiKey
 from aimass.gateway.ratelimit import Decision
 from aimass.gateway.roles import Requirement, classify, in_scope
 from aimass.server.body import read_body
-from aimass.server.errors import Protocol, error_response
+from aimass.server.errors import Protocol, error_response, request_id
 
 __all__ = ["KEY_SCOPE", "GatewayLayer"]
 
@@ -40,13 +39,6 @@ logger = logging.getLogger("aimass.gateway")
 
 def _protocol(path: str) -> Protocol:
     return Protocol.OPENAI if path.startswith("/v1/") else Protocol.OIP
-
-
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            return bytes(value).decode("latin-1")
-    return uuid.uuid4().hex
 
 
 def _source(scope: Scope) -> str:
@@ -138,7 +130,7 @@ class GatewayLayer:
         send: Send,
         decision: Decision | None,
     ) -> None:
-        response = error_response(exc, _protocol(scope["path"]), _request_id(scope))
+        response = error_response(exc, _protocol(scope["path"]), request_id(scope["headers"]))
         if exc.code is ErrorCode.UNAUTHENTICATED:
             response.headers["www-authenticate"] = 'Bearer realm="aimass"'
         if decision is not None and decision.enforced:
@@ -205,7 +197,7 @@ class GatewayLayer:
             error = AimassError(
                 ErrorCode.TIMEOUT, f"the request took longer than {self.timeout:g}s"
             )
-            response = error_response(error, _protocol(scope["path"]), _request_id(scope))
+            response = error_response(error, _protocol(scope["path"]), request_id(scope["headers"]))
             await response(scope, receive, send)
             return
         self.deadlines.finish(task)

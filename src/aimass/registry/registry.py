@@ -64,6 +64,7 @@ class Registry:
         user: str = "local",
         load_options: LoadOptions | None = None,
         prefer_safe_formats: bool = True,
+        onnx_serving_plans: bool = True,
     ) -> None:
         self.store = store
         self.artifacts = artifacts
@@ -71,6 +72,7 @@ class Registry:
         self.user = user
         self.load_options = load_options or LoadOptions()
         self.prefer_safe_formats = prefer_safe_formats
+        self.onnx_serving_plans = onnx_serving_plans
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
@@ -84,6 +86,7 @@ class Registry:
             user=settings.user,
             load_options=LoadOptions(allow_pickle=settings.registry.allow_pickle),
             prefer_safe_formats=settings.registry.prefer_safe_formats,
+            onnx_serving_plans=settings.registry.onnx_serving_plans,
         )
 
     def close(self) -> None:
@@ -122,6 +125,7 @@ class Registry:
             )
         cls = runtime_class(runtime) if runtime else detect_runtime(obj)
         save_options.setdefault("prefer_safe", self.prefer_safe_formats)
+        save_options.setdefault("onnx_serving_plan", self.onnx_serving_plans)
         with tempfile.TemporaryDirectory(prefix="aimass-register-") as staging:
             files_dir = Path(staging)
             saved = cls.save(obj, files_dir, sample_input=sample_input, **save_options)

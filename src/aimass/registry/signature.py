@@ -56,10 +56,14 @@ class Datatype(StrEnum):
     FP64 = "FP64"
     BYTES = "BYTES"
 
+    # Enum hashes members in Python; these are strings equal to their names,
+    # so str's C hash agrees with it and keeps per-request lookups cheap.
+    __hash__ = str.__hash__
+
     @property
     def numpy(self) -> np.dtype[Any]:
         """The numpy dtype that holds this datatype (object for BYTES)."""
-        return np.dtype(_TO_NUMPY[self])
+        return _NUMPY_DTYPES[self]
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype[Any]) -> Datatype:
@@ -91,6 +95,7 @@ _TO_NUMPY: dict[Datatype, str] = {
     Datatype.BYTES: "object",
 }
 _FROM_NUMPY: dict[str, Datatype] = {v: k for k, v in _TO_NUMPY.items() if k is not Datatype.BYTES}
+_NUMPY_DTYPES: dict[Datatype, np.dtype[Any]] = {k: np.dtype(v) for k, v in _TO_NUMPY.items()}
 
 
 class TensorSpec(BaseModel):

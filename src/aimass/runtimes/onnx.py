@@ -27,7 +27,7 @@ from aimass.registry.manifest import Manifest
 from aimass.registry.signature import Datatype, Signature, Task, TensorSpec, as_array
 from aimass.runtimes.base import Arrays, LoadOptions, Runtime, Saved, require
 
-__all__ = ["OnnxRuntime"]
+__all__ = ["OnnxRuntime", "open_session"]
 
 _FILE = "model.onnx"
 _DATA = "model.onnx.data"
@@ -80,7 +80,7 @@ class OnnxRuntime(Runtime):
         threads = int(options.get("intra_op_threads", 1))
         saved_options: dict[str, Any] = {"intra_op_threads": threads, "batch_of_one": batch_of_one}
         try:
-            session = _session(ort, directory / _FILE, threads)
+            session = open_session(ort, directory / _FILE, threads)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise AimassError(
                 ErrorCode.UNSUPPORTED, f"onnxruntime {ort.__version__} cannot run this model: {exc}"
@@ -105,7 +105,7 @@ class OnnxRuntime(Runtime):
     def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> OnnxRuntime:
         ort = require("onnxruntime", cls.extra)
         threads = int(manifest.options.get("intra_op_threads", 1))
-        return cls(manifest, _session(ort, directory / _FILE, threads))
+        return cls(manifest, open_session(ort, directory / _FILE, threads))
 
     @override
     def predict(self, inputs: Arrays) -> Arrays:
@@ -129,7 +129,8 @@ class OnnxRuntime(Runtime):
         return {name: as_array(v) for name, v in zip(self._outputs, values, strict=True)}
 
 
-def _session(ort: Any, path: Path, threads: int) -> Any:
+def open_session(ort: Any, path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session on ``path`` with ``threads`` intra-op threads and one inter-op."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -8,10 +8,36 @@ only opens it after the sha256 check, and not at all when pickles are refused.
 A model fitted on a data frame keeps one input per column (text columns are
 BYTES) so that served requests can carry mixed types; one fitted on an array
 takes a single ``input`` matrix.
+
+A model fitted on an array also gets an ONNX *serving plan* when the ``onnx``
+extra is installed: scikit-learn validates its input on every call, which
+costs about a millisecond even for a four-feature Pipeline, and importing it
+(with skops) takes seconds, while onnxruntime answers the same batch in tens
+of microseconds. At save time the estimator is converted with skl2onnx
+(float64 input, classifiers without ZipMap) and the plan is kept only if it
+reproduces every output on the sample plus deterministic synthetic rows, as a
+whole batch and row by row: same names, dtypes and shapes, labels and integers
+exactly equal, floats within ``rtol=1e-9, atol=1e-12``. If scikit-learn
+refuses NaN and infinity, the plan refuses them too (INVALID_INPUT); if it
+answers them, the plan must answer alike. Anything else (an estimator skl2onnx
+cannot convert, a mismatch, an error) means no plan, and the model is served by
+scikit-learn as before. The plan is one more artifact file (``serving.onnx``),
+hashed like the others, described by ``options["onnx_plan"]`` in the manifest.
+
+A version with a plan loads without importing scikit-learn or skops and
+predicts through onnxruntime; :attr:`SklearnRuntime.estimator` loads the saved
+estimator on first use (a pickle only then, so with pickles refused a pickled
+version still serves through its plan, and touching ``estimator`` is refused).
+Without onnxruntime at load time the estimator serves, as it does for versions
+without a plan. Turn plans off with
+``AIMASS_REGISTRY__ONNX_SERVING_PLANS=false`` or the save option
+``onnx_serving_plan=False``.
 """
 
 from __future__ import annotations
 
+import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +56,7 @@ from aimass.runtimes.base import (
     refuse_pickle,
     require,
 )
+from aimass.runtimes.sklearn_plan import Plan, make_plan, open_plan
 
 __all__ = ["SklearnRuntime"]
 
@@ -38,16 +65,43 @@ _JOBLIB_FILE = "model.joblib"
 
 
 class SklearnRuntime(Runtime):
-    """Any fitted scikit-learn estimator or Pipeline."""
+    """Any fitted scikit-learn estimator or Pipeline.
+
+    :attr:`plan` is the ONNX serving plan that answers :meth:`predict`, or
+    None when the version has none or onnxruntime is missing.
+    """
 
     name = "sklearn"
     extra = "sklearn"
     capabilities = frozenset({Capability.PREDICT, Capability.PREDICT_PROBA})
 
-    def __init__(self, manifest: Manifest, estimator: Any) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        directory: Path,
+        options: LoadOptions,
+        *,
+        plan: Plan | None = None,
+        estimator: Any = None,
+    ) -> None:
         super().__init__(manifest)
-        self.estimator = estimator
+        self.plan = plan
+        self._directory = directory
+        self._load_options = options
+        self._estimator = estimator
+        self._estimator_lock = threading.Lock()
         self._columns: list[str] | None = manifest.options.get("columns")
+
+    @property
+    def estimator(self) -> Any:
+        """The fitted estimator, loaded from the version's files on first use if a plan serves."""
+        if self._estimator is None:
+            with self._estimator_lock:
+                if self._estimator is None:
+                    self._estimator = _load_estimator(
+                        self._directory, self.manifest, self._load_options
+                    )
+        return self._estimator
 
     @override
     @classmethod
@@ -65,6 +119,7 @@ class SklearnRuntime(Runtime):
         inputs = _to_named(sample, columns)
         outputs = _outputs(obj, sample)
         fmt, trusted = _dump(obj, directory, sample, options.get("prefer_safe", True))
+        signature = Signature.from_samples(inputs, outputs)
         task = (
             Task.CLASSIFICATION
             if is_classifier(obj)
@@ -75,11 +130,15 @@ class SklearnRuntime(Runtime):
         saved_options: dict[str, Any] = {"trusted": trusted}
         if columns is not None:
             saved_options["columns"] = columns
+        elif options.get("onnx_serving_plan", True):
+            plan = make_plan(obj, sample, directory, signature, partial(_outputs, obj))
+            if plan is not None:
+                saved_options["onnx_plan"] = plan
         return Saved(
             framework="scikit-learn",
             framework_version=sklearn.__version__,
             format=fmt,
-            signature=Signature.from_samples(inputs, outputs),
+            signature=signature,
             task=task,
             unsafe=fmt == "pickle",
             options=saved_options,
@@ -88,20 +147,16 @@ class SklearnRuntime(Runtime):
     @override
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> SklearnRuntime:
-        require("sklearn", cls.extra)
-        if manifest.format == "skops":
-            import skops.io
-
-            estimator = skops.io.load(directory / _SKOPS_FILE, trusted=manifest.options["trusted"])
-        else:
-            refuse_pickle(options, "this scikit-learn model")
-            import joblib
-
-            estimator = joblib.load(directory / _JOBLIB_FILE)
-        return cls(manifest, estimator)
+        plan = open_plan(directory, manifest)
+        if plan is not None:
+            return cls(manifest, directory, options, plan=plan)
+        estimator = _load_estimator(directory, manifest, options)
+        return cls(manifest, directory, options, estimator=estimator)
 
     @override
     def predict(self, inputs: Arrays) -> Arrays:
+        if self.plan is not None:
+            return self.plan.run(inputs)
         return _outputs(self.estimator, self._native(inputs))
 
     @override
@@ -118,6 +173,18 @@ class SklearnRuntime(Runtime):
         return pd.DataFrame(
             {c: _as_text(inputs[c].reshape(len(inputs[c]), -1)[:, 0]) for c in self._columns}
         )
+
+
+def _load_estimator(directory: Path, manifest: Manifest, options: LoadOptions) -> Any:
+    require("sklearn", SklearnRuntime.extra)
+    if manifest.format == "skops":
+        import skops.io
+
+        return skops.io.load(directory / _SKOPS_FILE, trusted=manifest.options["trusted"])
+    refuse_pickle(options, "this scikit-learn model")
+    import joblib
+
+    return joblib.load(directory / _JOBLIB_FILE)
 
 
 def _as_text(column: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aimass.registry import Registry
 from aimass.server.body import json_response
-from aimass.server.errors import Endpoint, Protocol, guarded, http_exception_handler
+from aimass.server.errors import http_exception_handler
 from aimass.server.oip import OipRoutes
 from aimass.server.openai import OpenAIRoutes
 from aimass.server.openapi import openapi_document
@@ -94,7 +94,7 @@ def create_app(
         exception_handlers={HTTPException: http_exception_handler},
         lifespan=lifespan,
     )
-    fast = _InferFastPath(app, guarded(oip.infer, Protocol.OIP))
+    fast = _InferFastPath(app, oip.infer)
     if gateway is None:
         return fast
     return gateway.wrap(fast, max_body_bytes=settings.server.max_body_bytes)
@@ -106,11 +106,11 @@ class _InferFastPath:
     Routing a request through Starlette's middleware stack and route table
     costs about as much as decoding a small tensor; the infer route is the
     one path where that shows in requests per second, so it skips them. Its
-    endpoint is the same guarded function the router holds, so errors and
+    endpoint is the same ASGI function the router holds, so errors and
     responses are identical either way.
     """
 
-    def __init__(self, app: Starlette, infer: Endpoint) -> None:
+    def __init__(self, app: Starlette, infer: ASGIApp) -> None:
         self.app = app
         self.infer = infer
 
@@ -120,8 +120,7 @@ class _InferFastPath:
             if params is not None:
                 scope["app"] = self.app
                 scope["path_params"] = params
-                response = await self.infer(Request(scope, receive, send))
-                await response(scope, receive, send)
+                await self.infer(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

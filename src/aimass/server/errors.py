@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
 
 from starlette.exceptions import HTTPException
@@ -22,7 +22,15 @@ from starlette.responses import Response
 from aimass.errors import AimassError, ErrorCode
 from aimass.server.body import json_response
 
-__all__ = ["Endpoint", "Protocol", "error_response", "guarded", "http_exception_handler"]
+__all__ = [
+    "Endpoint",
+    "Protocol",
+    "error_response",
+    "failure_response",
+    "guarded",
+    "http_exception_handler",
+    "request_id",
+]
 
 logger = logging.getLogger("aimass.server")
 
@@ -39,9 +47,12 @@ class Protocol(StrEnum):
     OPENAI = "openai"
 
 
-def request_id(request: Request) -> str:
-    """The client's ``X-Request-ID`` if it sent one, else a fresh one."""
-    return request.headers.get("x-request-id") or uuid.uuid4().hex
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` (from raw ASGI headers) if it sent one, else a fresh one."""
+    for name, value in headers:
+        if name == b"x-request-id" and value:
+            return value.decode("latin-1")
+    return uuid.uuid4().hex
 
 
 def error_response(exc: AimassError, protocol: Protocol, rid: str) -> Response:
@@ -74,22 +85,25 @@ def _internal(exc: BaseException, rid: str) -> AimassError:
     return AimassError(ErrorCode.INTERNAL, "internal server error")
 
 
+def failure_response(exc: Exception, protocol: Protocol, rid: str) -> Response:
+    """The response for whatever an endpoint raised: its own error, or a logged INTERNAL."""
+    if not isinstance(exc, AimassError):
+        return error_response(_internal(exc, rid), protocol, rid)
+    if exc.spec.http_status >= 500 and not exc.spec.retryable:
+        logger.warning("request %s: %s", rid, exc.message)
+    return error_response(exc, protocol, rid)
+
+
 def guarded(endpoint: Endpoint, protocol: Protocol) -> Endpoint:
     """``endpoint`` with every exception turned into ``protocol``'s error response."""
 
     async def handle(request: Request) -> Response:
         try:
             return await endpoint(request)
-        except AimassError as exc:
-            rid = request_id(request)
-            if exc.spec.http_status >= 500 and not exc.spec.retryable:
-                logger.warning("request %s: %s", rid, exc.message)
-            return error_response(exc, protocol, rid)
         except ClientDisconnect:
             return Response(status_code=499)
         except Exception as exc:
-            rid = request_id(request)
-            return error_response(_internal(exc, rid), protocol, rid)
+            return failure_response(exc, protocol, request_id(request.scope["headers"]))
 
     handle.__name__ = getattr(endpoint, "__name__", "endpoint")
     handle.__doc__ = endpoint.__doc__
@@ -99,7 +113,7 @@ def guarded(endpoint: Endpoint, protocol: Protocol) -> Endpoint:
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
     """Routing failures (no such path, wrong method) in the body shape of the path's protocol."""
     protocol = Protocol.OPENAI if request.url.path.startswith("/v1/") else Protocol.OIP
-    rid = request_id(request)
+    rid = request_id(request.scope["headers"])
     if not isinstance(exc, HTTPException):
         return error_response(_internal(exc, rid), protocol, rid)
     method, path = request.method, request.url.path

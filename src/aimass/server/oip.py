@@ -13,17 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from aimass.codecs import HEADER_LENGTH, decode_infer_request, encode_infer_response
 from aimass.codecs.request import parse_header_length, parse_json_object
 from aimass.errors import AimassError, ErrorCode
 from aimass.gateway.limits import RequestLimits
 from aimass.registry import Registry, TensorSpec, VersionInfo
-from aimass.server.body import json_response, read_body, success_response
-from aimass.server.errors import Protocol, guarded
+from aimass.server.body import json_response, read_body, receive_body, send_success
+from aimass.server.errors import Protocol, failure_response, guarded, request_id
 from aimass.serving import Engine
 from aimass.settings import ServerSettings
 
@@ -34,14 +35,16 @@ EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 _MODEL = "/v2/models/{name}"
 _VERSION = "/v2/models/{name}/versions/{version}"
+_HEADER_LENGTH = HEADER_LENGTH.lower().encode()
+_OCTET_STREAM = (b"content-type", b"application/octet-stream")
 
 
-def _version(request: Request) -> int | None:
-    raw = request.path_params.get("version")
+def _version(params: dict[str, str]) -> int | None:
+    raw = params.get("version")
     if raw is None:
         return None
     if not raw.isdigit():
-        name = request.path_params["name"]
+        name = params["name"]
         raise AimassError(ErrorCode.NOT_FOUND, f"model '{name}' has no version '{raw}'")
     return int(raw)
 
@@ -77,6 +80,7 @@ class OipRoutes:
         self.settings = settings
         self.version = version
         self.limits = limits
+        self._gzip_min = settings.gzip_min_bytes
 
     def routes(self) -> list[Route]:
         """Starlette routes for every OIP endpoint."""
@@ -88,15 +92,17 @@ class OipRoutes:
             (_VERSION, self.model_metadata, ["GET"]),
             (f"{_MODEL}/ready", self.model_ready, ["GET"]),
             (f"{_VERSION}/ready", self.model_ready, ["GET"]),
-            (f"{_MODEL}/infer", self.infer, ["POST"]),
-            (f"{_VERSION}/infer", self.infer, ["POST"]),
             ("/v2/repository/index", self.repository_index, ["POST"]),
             ("/v2/repository/models/{name}/load", self.load, ["POST"]),
             ("/v2/repository/models/{name}/unload", self.unload, ["POST"]),
         ]
         return [
-            Route(path, guarded(endpoint, Protocol.OIP), methods=methods)
-            for path, endpoint, methods in table
+            *(
+                Route(path, guarded(endpoint, Protocol.OIP), methods=methods)
+                for path, endpoint, methods in table
+            ),
+            Route(f"{_MODEL}/infer", self.infer, methods=["POST"]),
+            Route(f"{_VERSION}/infer", self.infer, methods=["POST"]),
         ]
 
     async def server_metadata(self, request: Request) -> Response:
@@ -114,26 +120,55 @@ class OipRoutes:
 
     async def model_metadata(self, request: Request) -> Response:
         """``GET /v2/models/{name}[/versions/{v}]``: versions, platform and tensors."""
-        info = await self.engine.metadata(request.path_params["name"], _version(request))
+        params = request.path_params
+        info = await self.engine.metadata(params["name"], _version(params))
         versions = await run_in_threadpool(self.registry.list_versions, info.model)
         return json_response(_metadata(info, [v.version for v in versions]))
 
     async def model_ready(self, request: Request) -> Response:
         """``GET .../ready``: 200 when that version is loaded, else 503; 404 if unknown."""
         name = request.path_params["name"]
-        ready = await self.engine.is_ready(name, _version(request))
+        ready = await self.engine.is_ready(name, _version(request.path_params))
         return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
-    async def infer(self, request: Request) -> Response:
-        """``POST .../infer``: decode, run on the engine, encode the outputs asked for."""
-        body = await read_body(request, self.settings.max_body_bytes)
-        header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
-        decoded = decode_infer_request(body, header_length)
+    async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST .../infer``: decode, run on the engine, encode the outputs asked for.
+
+        A raw ASGI endpoint rather than a Starlette one: it is the hot path,
+        and building Request and Response objects costs as much per request
+        as decoding a small tensor. Errors take the same
+        :func:`~aimass.server.errors.failure_response` as every route.
+        """
+        try:
+            await self._infer(scope, receive, send)
+        except ClientDisconnect:
+            return  # nobody is left to answer
+        except Exception as exc:
+            response = failure_response(exc, Protocol.OIP, request_id(scope["headers"]))
+            await response(scope, receive, send)
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope["headers"]
+        header_length: bytes | None = None
+        accept_encoding: bytes | None = None
+        for key, value in headers:
+            if key == _HEADER_LENGTH:
+                header_length = value
+            elif key == b"accept-encoding":
+                accept_encoding = value
+        body = await receive_body(receive, headers, self.settings.max_body_bytes)
+        decoded = decode_infer_request(
+            body,
+            None
+            if header_length is None
+            else parse_header_length(header_length.decode("latin-1"), len(body)),
+        )
         if self.limits is not None:
             self.limits.check_tensors(decoded.inputs)
+        params = scope["path_params"]
         result = await self.engine.infer(
-            request.path_params["name"],
-            _version(request),
+            params["name"],
+            _version(params),
             decoded.inputs,
             outputs=decoded.output_names,
             timeout=_timeout(decoded.parameters),
@@ -141,16 +176,19 @@ class OipRoutes:
         encoded = encode_infer_response(
             decoded, result.model_name, result.model_version, result.outputs
         )
+        accept = None if accept_encoding is None else accept_encoding.decode("latin-1")
         if encoded.header_length is None:
-            return success_response(
-                request, encoded.body, gzip_min_bytes=self.settings.gzip_min_bytes
+            await send_success(
+                send, encoded.body, accept_encoding=accept, gzip_min_bytes=self._gzip_min
             )
-        return success_response(
-            request,
+            return
+        await send_success(
+            send,
             encoded.body,
-            media_type="application/octet-stream",
-            headers={HEADER_LENGTH: str(encoded.header_length)},
-            gzip_min_bytes=self.settings.gzip_min_bytes,
+            content_type=_OCTET_STREAM,
+            headers=[(_HEADER_LENGTH, str(encoded.header_length).encode())],
+            accept_encoding=accept,
+            gzip_min_bytes=self._gzip_min,
         )
 
     async def repository_index(self, request: Request) -> Response:

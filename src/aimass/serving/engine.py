@@ -239,6 +239,7 @@ class Engine:
             name=f"{model.name}:{model.version}",
             max_batch_size=size,
             max_delay=delay_ms / 1000,
+            fill_fraction=settings.fill_fraction,
             queue_size=settings.queue_size,
             clock=self._clock,
         )

@@ -157,6 +157,20 @@ def test_binary_request_and_response(client: httpx.Client, iris_x: np.ndarray[An
     assert np.frombuffer(response.content[length:], dtype="<i8").tolist() == [0, 0]
 
 
+def test_streamed_body_is_read_whole(client: httpx.Client, iris_x: np.ndarray[Any, Any]) -> None:
+    body = orjson.dumps(_infer_body(iris_x[:5]))
+
+    def chunks() -> Any:
+        for start in range(0, len(body), 7):
+            yield body[start : start + 7]
+
+    streamed = client.post("/v2/models/iris/infer", content=chunks())
+    assert streamed.status_code == 200, streamed.text
+    whole = client.post("/v2/models/iris/infer", content=body)
+    assert streamed.json()["outputs"] == whole.json()["outputs"]
+    assert streamed.json()["outputs"][0]["shape"] == [5]
+
+
 def test_large_success_is_gzipped(client: httpx.Client, iris_x: np.ndarray[Any, Any]) -> None:
     response = client.post(
         "/v2/models/iris/infer", json=_infer_body(iris_x), headers={"Accept-Encoding": "gzip"}

@@ -208,3 +208,57 @@ async def test_cancelled_requests_are_skipped(executor: Executor) -> None:
     assert float(result["y"][0, 0]) == 10.0
     assert model.calls == [1, 1]
     await batcher.close()
+
+
+async def test_deadlines_expire_queued_and_running_requests_each_on_time(
+    executor: Executor,
+) -> None:
+    gate = threading.Event()
+    model = Model(gate)
+    batcher = Batcher(model, executor, max_batch_size=1, max_delay=0)
+    running = asyncio.ensure_future(batcher.submit(rows(1), timeout=0.3))
+    await wait_entered(model)
+    # Queued behind the held call: a later deadline first, then an earlier one,
+    # which must re-arm the one shared timer sooner.
+    late = asyncio.ensure_future(batcher.submit(rows(1), timeout=WAIT))
+    early = asyncio.ensure_future(batcher.submit(rows(1), timeout=0.05))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(AimassError) as caught:
+        await early
+    assert caught.value.code is ErrorCode.TIMEOUT
+    assert loop.time() - started < 0.25  # not held back to the running request's deadline
+    with pytest.raises(AimassError) as caught:
+        await running
+    assert caught.value.code is ErrorCode.TIMEOUT  # the model still holds it
+    assert not late.done()
+    gate.set()
+    np.testing.assert_array_equal((await late)["y"], rows(1)["x"] * 2)
+    await batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("fill_fraction", "calls"),
+    [(1.0, [2, 2]), (0.0, [2, 1, 1])],
+    ids=["fills-the-batch", "runs-alone-without-a-fill-wait"],
+)
+async def test_a_free_model_waits_a_fraction_of_its_last_call_for_a_fuller_batch(
+    executor: Executor, fill_fraction: float, calls: list[int]
+) -> None:
+    gate = threading.Event()
+    model = Model(gate)
+    batcher = Batcher(
+        model, executor, max_batch_size=4, max_delay=0.001, fill_fraction=fill_fraction
+    )
+    first = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(2)]
+    await wait_entered(model)
+    # Queued while the call runs: the moment it ends this one alone would be
+    # worth running, but the clients just answered are about to come back.
+    during = asyncio.ensure_future(batcher.submit(rows(1)))
+    await asyncio.sleep(0.2)
+    gate.set()
+    await asyncio.gather(*first)
+    after = asyncio.ensure_future(batcher.submit(rows(1)))  # a client coming back
+    await asyncio.gather(during, after)
+    assert model.calls == calls
+    await batcher.close()
