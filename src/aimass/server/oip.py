@@ -28,7 +28,7 @@ from aimass.server.errors import Protocol, failure_response, guarded, request_id
 from aimass.serving import Engine
 from aimass.settings import ServerSettings
 
-__all__ = ["EXTENSIONS", "OipRoutes"]
+__all__ = ["EXTENSIONS", "InferEndpoint", "OipRoutes"]
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 """The OIP extensions this server implements, as ``GET /v2`` lists them."""
@@ -79,8 +79,7 @@ class OipRoutes:
         self.registry = registry
         self.settings = settings
         self.version = version
-        self.limits = limits
-        self._gzip_min = settings.gzip_min_bytes
+        self.infer = InferEndpoint(engine, settings, limits)
 
     def routes(self) -> list[Route]:
         """Starlette routes for every OIP endpoint."""
@@ -131,66 +130,6 @@ class OipRoutes:
         ready = await self.engine.is_ready(name, _version(request.path_params))
         return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
-    async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``POST .../infer``: decode, run on the engine, encode the outputs asked for.
-
-        A raw ASGI endpoint rather than a Starlette one: it is the hot path,
-        and building Request and Response objects costs as much per request
-        as decoding a small tensor. Errors take the same
-        :func:`~aimass.server.errors.failure_response` as every route.
-        """
-        try:
-            await self._infer(scope, receive, send)
-        except ClientDisconnect:
-            return  # nobody is left to answer
-        except Exception as exc:
-            response = failure_response(exc, Protocol.OIP, request_id(scope["headers"]))
-            await response(scope, receive, send)
-
-    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = scope["headers"]
-        header_length: bytes | None = None
-        accept_encoding: bytes | None = None
-        for key, value in headers:
-            if key == _HEADER_LENGTH:
-                header_length = value
-            elif key == b"accept-encoding":
-                accept_encoding = value
-        body = await receive_body(receive, headers, self.settings.max_body_bytes)
-        decoded = decode_infer_request(
-            body,
-            None
-            if header_length is None
-            else parse_header_length(header_length.decode("latin-1"), len(body)),
-        )
-        if self.limits is not None:
-            self.limits.check_tensors(decoded.inputs)
-        params = scope["path_params"]
-        result = await self.engine.infer(
-            params["name"],
-            _version(params),
-            decoded.inputs,
-            outputs=decoded.output_names,
-            timeout=_timeout(decoded.parameters),
-        )
-        encoded = encode_infer_response(
-            decoded, result.model_name, result.model_version, result.outputs
-        )
-        accept = None if accept_encoding is None else accept_encoding.decode("latin-1")
-        if encoded.header_length is None:
-            await send_success(
-                send, encoded.body, accept_encoding=accept, gzip_min_bytes=self._gzip_min
-            )
-            return
-        await send_success(
-            send,
-            encoded.body,
-            content_type=_OCTET_STREAM,
-            headers=[(_HEADER_LENGTH, str(encoded.header_length).encode())],
-            accept_encoding=accept,
-            gzip_min_bytes=self._gzip_min,
-        )
-
     async def repository_index(self, request: Request) -> Response:
         """``POST /v2/repository/index``: every registered model and its loaded versions."""
         body = await read_body(request, self.settings.max_body_bytes)
@@ -234,6 +173,79 @@ class OipRoutes:
         name = request.path_params["name"]
         await self.engine.unload(name)
         return json_response({"name": name, "unload": True})
+
+
+class InferEndpoint:
+    """``POST /v2/models/{name}[/versions/{v}]/infer`` as a plain ASGI app.
+
+    Not a Starlette endpoint: it is the hot path, and building Request and
+    Response objects costs as much per request as decoding a small tensor.
+    Errors take the same :func:`~aimass.server.errors.failure_response` as
+    every route. The app's fast path calls it directly; the router mounts it
+    too, to answer other methods with 405.
+    """
+
+    def __init__(
+        self, engine: Engine, settings: ServerSettings, limits: RequestLimits | None
+    ) -> None:
+        self.engine = engine
+        self.limits = limits
+        self._max_body = settings.max_body_bytes
+        self._gzip_min = settings.gzip_min_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Decode, run on the engine, encode the outputs asked for."""
+        try:
+            await self._infer(scope, receive, send)
+        except ClientDisconnect:
+            return  # nobody is left to answer
+        except Exception as exc:
+            response = failure_response(exc, Protocol.OIP, request_id(scope["headers"]))
+            await response(scope, receive, send)
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope["headers"]
+        header_length: bytes | None = None
+        accept_encoding: bytes | None = None
+        for key, value in headers:
+            if key == _HEADER_LENGTH:
+                header_length = value
+            elif key == b"accept-encoding":
+                accept_encoding = value
+        body = await receive_body(receive, headers, self._max_body)
+        decoded = decode_infer_request(
+            body,
+            None
+            if header_length is None
+            else parse_header_length(header_length.decode("latin-1"), len(body)),
+        )
+        if self.limits is not None:
+            self.limits.check_tensors(decoded.inputs)
+        params = scope["path_params"]
+        result = await self.engine.infer(
+            params["name"],
+            _version(params),
+            decoded.inputs,
+            outputs=decoded.output_names,
+            timeout=_timeout(decoded.parameters),
+        )
+        encoded = encode_infer_response(
+            decoded, result.model_name, result.model_version, result.outputs
+        )
+        accept = None if accept_encoding is None else accept_encoding.decode("latin-1")
+        if encoded.header_length is None:
+            await send_success(
+                send, encoded.body, accept_encoding=accept, gzip_min_bytes=self._gzip_min
+            )
+            return
+        await send_success(
+            send,
+            encoded.body,
+            content_type=_OCTET_STREAM,
+            headers=[(_HEADER_LENGTH, str(encoded.header_length).encode())],
+            accept_encoding=accept,
+            gzip_min_bytes=self._gzip_min,
+        )
 
 
 def _metadata(info: VersionInfo, versions: list[int]) -> dict[str, Any]:
