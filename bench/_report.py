@@ -16,14 +16,14 @@ T_COLD = 3.0  # seconds from spawn to the first iris answer
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target: what it is, what we measured, and whether it holds."""
     rows = []
-    raw, floor, server = results["raw"], results["floor"], results["server"]
+    floor, server = results["floor"], results["server"]
     for w in WORKLOADS:
         s32 = server[w.key]["32"]
         if w.kind in ("tiny", "mlp"):
             ratio = s32["rps"] / floor[w.key]["32"]["rps"]
             rows.append(_target(f"{w.key} c=32 req/s vs HTTP floor", ratio, T_FLOOR, "ge"))
         else:
-            ratio = s32["rps"] / raw[w.key]["rows_per_s_by_batch"]["32"]
+            ratio = s32["rps"] / raw_b32(results, w.key)
             rows.append(_target(f"{w.key} c=32 sentences/s vs raw batch 32", ratio, T_EMBED, "ge"))
         tail = s32["p99_ms"] / s32["p50_ms"]
         rows.append(_target(f"{w.key} c=32 p99/p50", tail, T_TAIL, "lt"))
@@ -33,6 +33,12 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     cold = results["cold_start_s"]["median"]
     rows.append(_target("cold start iris, spawn to first answer (s)", cold, T_COLD, "lt"))
     return rows
+
+
+def raw_b32(results: dict[str, Any], key: str) -> float:
+    """The raw model's rows/s at batch 32: measured between the server's runs when it was."""
+    between = results.get("raw_b32_between_runs", {}).get(key)
+    return float(between or results["raw"][key]["rows_per_s_by_batch"]["32"])
 
 
 def _target(name: str, value: float, target: float, op: str) -> dict[str, Any]:
@@ -67,6 +73,11 @@ def report(results: dict[str, Any]) -> str:
             f"{r['rows_per_s_by_batch']['32']:>17.0f}"
             f"{floor[w.key]['1']['rps']:>11.0f}{floor[w.key]['32']['rps']:>12.0f}"
         )
+    for key, rows_per_s in results.get("raw_b32_between_runs", {}).items():
+        lines.append(
+            f"  {key}: raw batch 32 timed between the server's runs {rows_per_s:.0f} rows/s "
+            "(the embedding target divides by this)"
+        )
     lines += [
         "",
         "aimass serve (req/s = rows/s: one row or sentence per request)",
@@ -79,7 +90,7 @@ def report(results: dict[str, Any]) -> str:
             s = server[w.key][str(c)]
             tail = s["p99_ms"] / s["p50_ms"]
             vs_floor = s["rps"] / floor[w.key][str(c)]["rps"]
-            vs_b32 = s["rps"] / r["rows_per_s_by_batch"]["32"]
+            vs_b32 = s["rps"] / raw_b32(results, w.key)
             target = ""
             if c == 32:
                 tail_ok = "ok" if tail < T_TAIL else "MISS"

@@ -61,6 +61,27 @@ def child_raw(budget_s: float, repeats: int) -> None:
     print(json.dumps(result), flush=True)
 
 
+def child_raw_batch(budget_s: float, repeats: int) -> None:
+    """Keep the embedding models loaded; time batch 32 each time the parent asks.
+
+    The parent asks between its server runs, so the raw figure an embedding
+    ratio divides by is taken in the same minutes as the server's, not
+    minutes earlier on a machine whose speed drifts.
+    """
+    import aimass
+
+    models = {w.key: aimass.load(w.model) for w in WORKLOADS if w.kind == "embedding"}
+    batches = {key: raw_inputs(key, 32) for key in models}
+    for key, model in models.items():
+        for _ in range(3):
+            model.predict_named(batches[key])
+    print("ready", flush=True)
+    for line in sys.stdin:
+        key = line.strip()
+        timed = _median_timing(partial(models[key].predict_named, batches[key]), budget_s, repeats)
+        print(json.dumps({"rows_per_s": timed["calls_per_s"] * 32}), flush=True)
+
+
 def _median_timing(fn: Callable[[], object], budget_s: float, repeats: int) -> dict[str, float]:
     import gc
 

@@ -42,7 +42,7 @@ import httpx
 from _loadgen import run_loadgen, run_wrk, wrk_script
 from _process import READY_TIMEOUT_S, Child, pss_kb, wait_ready
 from _report import evaluate, report
-from _roles import child_floor, child_plain, child_raw
+from _roles import child_floor, child_plain, child_raw, child_raw_batch
 from _workloads import CONNECTIONS, MODELS, WORKLOADS, Workload
 
 HERE = Path(__file__).resolve()
@@ -109,8 +109,11 @@ class Bench:
         if missing:
             raise SystemExit(f"demo models not registered: {missing}: {report}")
 
+    def raw_budget(self) -> float:
+        return 0.3 if self.args.quick else 1.0
+
     def raw(self) -> None:
-        budget = 0.3 if self.args.quick else 1.0
+        budget = self.raw_budget()
         self.log(f"raw models in-process (core {self.server_core}, {budget} s per timing)")
         argv = self.self_argv("raw", "--budget", str(budget), "--repeats", str(self.args.repeats))
         child = self.spawn("raw", argv, self.server_core)
@@ -191,15 +194,29 @@ class Bench:
         wait_ready(floor, floor_url + "/")
         self.results["uvicorn"] = impl
 
+        raw = self.spawn(
+            "raw-batch",
+            self.self_argv("raw-batch", "--budget", str(self.raw_budget()), "--repeats", "1"),
+            self.server_core,
+            stdin=True,
+        )
+        raw.wait_line("ready", timeout=600)
+
         self.results["floor"], self.results["server"] = {}, {}
+        self.results["raw_b32_between_runs"] = {}
         for w in WORKLOADS:
             floor_runs, server_runs = {}, {}
             for c in CONNECTIONS:
-                f_runs, s_runs = [], []
+                f_runs, s_runs, r_runs = [], [], []
                 for _ in range(self.args.repeats):
                     f_runs.append(self.one_run(floor_url + w.path, w, c))
+                    if w.kind == "embedding" and c == 32:
+                        raw.send(w.key)
+                        r_runs.append(json.loads(raw.wait_line("{"))["rows_per_s"])
                     s_runs.append(self.one_run(url + w.path, w, c))
                     server.check_alive()
+                if r_runs:
+                    self.results["raw_b32_between_runs"][w.key] = statistics.median(r_runs)
                 floor_runs[str(c)] = _median_runs(f_runs)
                 server_runs[str(c)] = _median_runs(s_runs)
                 self._log_run(w.key, c, "floor", floor_runs[str(c)])
@@ -207,6 +224,7 @@ class Bench:
             self.results["floor"][w.key] = floor_runs
             self.results["server"][w.key] = server_runs
         floor.stop()
+        raw.stop()
         self.results["memory"]["server_after_load"] = pss_kb(server.pid)
         self.results["server_shutdown_s"] = server.stop()
 
@@ -299,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.child == "raw":
         child_raw(args.budget, args.repeats)
+        return 0
+    if args.child == "raw-batch":
+        child_raw_batch(args.budget, args.repeats)
         return 0
     if args.child == "plain":
         child_plain()

@@ -208,6 +208,7 @@ def _supervise(
 ) -> int:
     """Load the start-up models once, then fork workers that share them and the socket."""
     from aimass.registry import Registry
+    from aimass.serving.cache import keep_out_of_collections
     from aimass.serving.workers import SharedModels, WorkerPool
 
     workers = settings.server.workers
@@ -223,6 +224,7 @@ def _supervise(
     shared = SharedModels.load(registry, settings.server.models, workers=workers)
     # Connections must not cross a fork: each worker opens its own registry.
     registry.close()
+    keep_out_of_collections()
 
     def run_worker(slot: int) -> int:
         shared.after_fork()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Iterator
 
@@ -155,3 +156,18 @@ async def test_unload_waits_for_queued_requests(registry: SpyRegistry, executor:
     cache.release(entry)
     assert await unloading == 1
     await cache.close()
+
+
+async def test_loaded_models_are_kept_out_of_collections_until_dropped(
+    registry: SpyRegistry, executor: Executor
+) -> None:
+    info = registry.add_scripted("m")
+    cache = make_cache(registry, executor)
+    gc.unfreeze()
+    entry = await cache.acquire(info)
+    # The model's objects (and everything else alive) left the collector's generations.
+    assert gc.get_freeze_count() > 0
+    cache.release(entry)
+    assert await cache.unload("m") == 1
+    # Back in view, so cycles among a dropped model's objects can still be freed.
+    assert gc.get_freeze_count() == 0
