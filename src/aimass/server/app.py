@@ -106,7 +106,7 @@ class _InferFastPath:
     Routing a request through Starlette's middleware stack and route table
     costs about as much as decoding a small tensor; the infer route is the
     one path where that shows in requests per second, so it skips them. Its
-    endpoint is the same ASGI function the router holds, so errors and
+    endpoint is the same ASGI object the router mounts, so errors and
     responses are identical either way.
     """
 

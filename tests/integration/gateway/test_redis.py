@@ -62,7 +62,9 @@ def test_concurrent_acquires_are_atomic(prefix: str) -> None:
     clock = FakeClock(1_800_000_000.0)  # time stands still: only the burst and quota count
 
     async def run() -> list[bool]:
-        limiter = RedisLimiter(REDIS_URL, prefix=prefix, clock=clock)
+        # A generous timeout: this is about atomicity, and on a loaded machine
+        # 200 connections at once can take longer than the default to open.
+        limiter = RedisLimiter(REDIS_URL, prefix=prefix, clock=clock, timeout_s=10.0)
         try:
             policy = Policy(rate=1.0, burst=50, quota=40, quota_period="day")
             decisions = await asyncio.gather(*(limiter.acquire("k", policy) for _ in range(200)))
@@ -93,6 +95,7 @@ def test_two_server_processes_share_one_limit(prefix: str, tmp_path: Path) -> No
         "AIMASS_GATEWAY__RATE_LIMIT_BACKEND": "redis",
         "AIMASS_GATEWAY__REDIS_URL": REDIS_URL,
         "AIMASS_GATEWAY__REDIS_PREFIX": prefix,
+        "AIMASS_GATEWAY__REDIS_TIMEOUT_S": "10",  # a slow Redis here would fail open
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     }
     with serve_in_process(env=env) as first, serve_in_process(env=env) as second:
