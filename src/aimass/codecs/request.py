@@ -160,16 +160,15 @@ def _plain_request(document: dict[str, Any]) -> InferRequest | None:
     for item in items:
         if type(item) is not dict or item.keys() != _PLAIN_TENSOR:
             return None
-        name, datatype, shape = item["name"], item["datatype"], item["shape"]
-        if type(name) is not str or not name or name in inputs or type(shape) is not list:
+        name, datatype = item["name"], item["datatype"]
+        if type(name) is not str or not name or name in inputs:
             return None
         numeric = NUMERIC_DATATYPES.get(datatype) if type(datatype) is str else None
         if numeric is None:
             return None
-        for size in shape:
-            if type(size) is not int or size < 0:
-                return None
-        inputs[name] = decode_json_tensor(name, numeric, tuple(shape), item["data"])
+        # From here on a mistake gets the error the general path would give.
+        shape = parse_shape(name, item["shape"])
+        inputs[name] = decode_json_tensor(name, numeric, shape, item["data"])
     return InferRequest(inputs, request_id)
 
 

@@ -163,8 +163,8 @@ class Batcher:
 
     # -- deadlines --------------------------------------------------------------
     # One timer per batcher, due at the earliest deadline of a waiting request,
-    # instead of a timer per request: a timer costs as much as a fifth of
-    # everything else the engine does for a small request.
+    # instead of a timer per request: creating and cancelling one costs about
+    # 2 us, an eighth of everything else the engine does for a small request.
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._sweeper is not None:

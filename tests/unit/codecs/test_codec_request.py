@@ -52,6 +52,23 @@ def test_json_request() -> None:
     assert request.inputs["t"].tolist() == ["hi"]
 
 
+def test_plain_requests_decode_as_the_general_path_does() -> None:
+    tensors = [
+        {"name": "x", "datatype": "FP64", "shape": [2, 2], "data": [1, 2.5, 3, 4]},
+        {"name": "n", "datatype": "INT32", "shape": [2], "data": [[7], [8]]},
+    ]
+    plain = decode_infer_request(_json({"id": "p", "inputs": tensors}))
+    # Empty parameters make no difference but send the request down the general path.
+    general = decode_infer_request(_json({"id": "p", "parameters": {}, "inputs": tensors}))
+    assert (plain.id, plain.outputs, plain.binary_output) == ("p", None, False)
+    assert plain.inputs.keys() == general.inputs.keys()
+    for name, array in plain.inputs.items():
+        assert array.dtype == general.inputs[name].dtype
+        np.testing.assert_array_equal(array, general.inputs[name])
+    _invalid(_json({"inputs": [{**tensors[0], "shape": [2, -2]}]}), "non-negative integers")
+    _invalid(_json({"inputs": [{**tensors[0], "data": ["a", "b", "c", "d"]}]}), "found strings")
+
+
 def test_binary_request_like_tritonclient() -> None:
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     texts = b"\x02\x00\x00\x00hi"
