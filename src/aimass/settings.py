@@ -57,9 +57,10 @@ class RegistrySettings(_Section):
     )
     onnx_serving_plans: bool = Field(
         default=True,
-        description="Also save scikit-learn models fitted on arrays as an ONNX serving plan "
-        "(with the onnx extra), kept only when onnxruntime reproduces every output; "
-        "such versions are then served without importing scikit-learn",
+        description="Also save scikit-learn models fitted on arrays and PyTorch modules with "
+        "float inputs as an ONNX serving plan (with the onnx extra), kept only when "
+        "onnxruntime reproduces every output; such versions are then served without "
+        "importing their framework",
     )
 
 

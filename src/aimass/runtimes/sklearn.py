@@ -56,7 +56,8 @@ from aimass.runtimes.base import (
     refuse_pickle,
     require,
 )
-from aimass.runtimes.sklearn_plan import Plan, make_plan, open_plan
+from aimass.runtimes.plan import Plan, open_plan
+from aimass.runtimes.sklearn_plan import make_sklearn_plan
 
 __all__ = ["SklearnRuntime"]
 
@@ -131,7 +132,7 @@ class SklearnRuntime(Runtime):
         if columns is not None:
             saved_options["columns"] = columns
         elif options.get("onnx_serving_plan", True):
-            plan = make_plan(obj, sample, directory, signature, partial(_outputs, obj))
+            plan = make_sklearn_plan(obj, sample, directory, signature, partial(_outputs, obj))
             if plan is not None:
                 saved_options["onnx_plan"] = plan
         return Saved(

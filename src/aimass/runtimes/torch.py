@@ -27,11 +27,25 @@ A tensor or array sample becomes the single input ``input``; a mapping sample
 gives one input per key, passed to ``forward`` as keyword arguments. A tensor
 output is ``output``; a tuple of tensors gives ``output_0``, ``output_1``…; a
 mapping of tensors keeps its keys.
+
+A module whose inputs are all float tensors also gets an ONNX *serving plan*
+(:mod:`aimass.runtimes.plan`) when the ``onnx`` extra is installed: exported
+by ``torch.onnx`` (the TorchScript-based exporter, which takes a fraction of a
+second where the dynamo one takes seconds) with a dynamic batch dimension,
+and kept only if onnxruntime reproduces the module within the same tolerance
+as the artifact check (rtol 1e-5, atol 1e-6) on the verification set. A
+version with a plan is served by onnxruntime in one call that releases the
+GIL once, instead of one dispatch per operator, and loads without importing
+torch; ``module`` is then loaded on first use. Turn plans off with
+``AIMASS_REGISTRY__ONNX_SERVING_PLANS=false`` or the save option
+``onnx_serving_plan=False``.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -53,6 +67,7 @@ from aimass.runtimes.base import (
     refuse_pickle,
     require,
 )
+from aimass.runtimes.plan import Plan, make_plan, open_plan
 
 __all__ = ["FORMATS", "TorchRuntime"]
 
@@ -63,6 +78,9 @@ _IMPORTABLE_HINT = (
 FORMATS = ("state_dict", "export", "torchscript")
 """The formats a module can be saved in, in order of preference."""
 
+# How closely a reloaded artifact or a serving plan must reproduce the module.
+RTOL = 1e-5
+ATOL = 1e-6
 _FILES = {"state_dict": "model.safetensors", "export": "model.pt2", "torchscript": "model.pt"}
 # Frameworks with their own runtime: detection must leave their modules to it.
 _OTHER_RUNTIMES = ("transformers.", "sentence_transformers.")
@@ -74,10 +92,31 @@ class TorchRuntime(Runtime):
     name = "torch"
     extra = "torch"
 
-    def __init__(self, manifest: Manifest, module: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        directory: Path,
+        options: LoadOptions,
+        *,
+        module: Callable[..., Any] | None = None,
+        plan: Plan | None = None,
+    ) -> None:
         super().__init__(manifest)
-        self.module = module
+        self.plan = plan
+        self._directory = directory
+        self._load_options = options
+        self._module = module
+        self._module_lock = threading.Lock()
         self._single = manifest.options.get("single_input", True)
+
+    @property
+    def module(self) -> Callable[..., Any]:
+        """The module, loaded from the version's files on first use if a plan serves."""
+        if self._module is None:
+            with self._module_lock:
+                if self._module is None:
+                    self._module = _load_module(self._directory, self.manifest, self._load_options)
+        return self._module
 
     @override
     @classmethod
@@ -112,15 +151,20 @@ class TorchRuntime(Runtime):
         inputs = _sample_arrays(sample_input)
         single = not isinstance(sample_input, Mapping)
         init_kwargs = dict(options.get("init_kwargs") or {})
+        saved_options: dict[str, Any] = {"single_input": single}
         was_training = obj.training
         obj.eval()
         try:
             expected = _run_sample(obj, inputs, single)
+            signature = Signature.from_samples(inputs, expected)
             formats = (forced,) if forced else FORMATS
             fmt, extra = _save_first(obj, directory, formats, inputs, expected, single, init_kwargs)
+            if options.get("onnx_serving_plan", True):
+                plan = _make_plan(obj, inputs, directory, signature, single)
+                if plan is not None:
+                    saved_options["onnx_plan"] = plan
         finally:
             obj.train(was_training)
-        saved_options: dict[str, Any] = {"single_input": single}
         saved_options.update(extra)
         if options.get("threads") is not None:
             saved_options["threads"] = int(options["threads"])
@@ -128,7 +172,7 @@ class TorchRuntime(Runtime):
             framework="torch",
             framework_version=torch.__version__,
             format=fmt,
-            signature=Signature.from_samples(inputs, expected),
+            signature=signature,
             unsafe=fmt != "state_dict",
             options=saved_options,
         )
@@ -136,22 +180,32 @@ class TorchRuntime(Runtime):
     @override
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> TorchRuntime:
-        torch = require("torch", cls.extra)
-        fmt = manifest.format
-        if fmt not in FORMATS:
-            raise AimassError(ErrorCode.UNSUPPORTED, f"unknown torch format {fmt!r}")
-        if fmt != "state_dict":
-            refuse_pickle(options, f"this torch model ({fmt})")
-        # Threads are process-wide in torch: only a model that asked for a
-        # count changes it, and only when it is loaded, never on import.
-        threads = manifest.options.get("threads")
-        if threads is not None:
-            torch.set_num_threads(int(threads))
-        return cls(manifest, _LOADERS[fmt](directory / _FILES[fmt], manifest.options))
+        if manifest.format not in FORMATS:
+            raise AimassError(ErrorCode.UNSUPPORTED, f"unknown torch format {manifest.format!r}")
+        plan = open_plan(directory, manifest, int(manifest.options.get("threads", 1)))
+        if plan is not None:
+            return cls(manifest, directory, options, plan=plan)
+        module = _load_module(directory, manifest, options)
+        return cls(manifest, directory, options, module=module)
 
     @override
     def predict(self, inputs: Arrays) -> Arrays:
+        if self.plan is not None:
+            return self.plan.run(inputs)
         return _run(self.module, inputs, single=self._single)
+
+
+def _load_module(directory: Path, manifest: Manifest, options: LoadOptions) -> Any:
+    torch = require("torch", TorchRuntime.extra)
+    fmt = manifest.format
+    if fmt != "state_dict":
+        refuse_pickle(options, f"this torch model ({fmt})")
+    # Threads are process-wide in torch: only a model that asked for a
+    # count changes it, and only when it is loaded, never on import.
+    threads = manifest.options.get("threads")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    return _LOADERS[fmt](directory / _FILES[fmt], manifest.options)
 
 
 def _sample_arrays(sample: Any) -> Arrays:
@@ -251,7 +305,7 @@ def _verify(module: Callable[..., Any], inputs: Arrays, expected: Arrays, single
     for sample, want in ((inputs, expected), (_other_batch(inputs), doubled)):
         got = _run(module, sample, single=single)
         if got.keys() != want.keys() or not all(
-            got[k].shape == want[k].shape and np.allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+            got[k].shape == want[k].shape and np.allclose(got[k], want[k], rtol=RTOL, atol=ATOL)
             for k in want
         ):
             raise AimassError(
@@ -379,6 +433,56 @@ def _load_torchscript(path: Path, options: Mapping[str, Any]) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
+
+
+# --- ONNX serving plan --------------------------------------------------------
+
+
+def _make_plan(
+    obj: Any, inputs: Arrays, directory: Path, signature: Signature, single: bool
+) -> dict[str, Any] | None:
+    """The plan's manifest entry (see the module docstring), or None when the module gets none."""
+    if any(value.dtype.kind != "f" for value in inputs.values()):
+        return None  # token ids and the like: the verification rows would be meaningless
+    try:
+        import onnx
+    except ImportError:  # the onnx extra is not installed: served by torch
+        return None
+    import torch
+
+    names = list(inputs)
+    outputs = [spec.name for spec in signature.outputs]
+
+    def convert(rows: Arrays) -> Any:
+        tensors = _tensors({name: value[:2] for name, value in rows.items()})
+        args = (next(iter(tensors.values())),) if single else ()
+        buffer = io.BytesIO()
+        # The TorchScript-based exporter is deprecated but seconds faster; its
+        # warnings say so on every call.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                obj,
+                args,
+                buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes files
+                kwargs=None if single else tensors,
+                input_names=names,
+                output_names=outputs,
+                dynamic_axes={name: {0: "batch"} for name in names + outputs},
+                dynamo=False,
+            )
+        return onnx.load_model_from_string(buffer.getvalue())
+
+    return make_plan(
+        convert,
+        inputs,
+        directory,
+        signature,
+        lambda rows: _run(obj, rows, single=single),
+        rtol=RTOL,
+        atol=ATOL,
+        converter=f"torch.onnx {torch.__version__}",
+    )
 
 
 _SAVERS: dict[str, Callable[[Any, Path, Arrays, bool, dict[str, Any]], dict[str, Any]]] = {

@@ -24,8 +24,9 @@ from aimass.errors import AimassError, ErrorCode
 from aimass.registry import Registry
 from aimass.registry.signature import as_array
 from aimass.runtimes.base import Arrays, LoadOptions
+from aimass.runtimes.plan import PLAN_FILE, mismatch
 from aimass.runtimes.sklearn import SklearnRuntime
-from aimass.runtimes.sklearn_plan import ATOL, PLAN_FILE, RTOL, mismatch
+from aimass.runtimes.sklearn_plan import ATOL, RTOL
 from aimass.settings import Settings
 from aimass.testing.models import iris_classifier
 
@@ -322,10 +323,11 @@ _PROBABILITIES = np.array([[0.9, 0.1], [0.2, 0.8], [np.nan, 1.0]])
     ],
 )
 def test_the_verifier_refuses_outputs_that_differ(got: Arrays, reason: str) -> None:
-    assert mismatch({"label": _LABELS, "probabilities": _PROBABILITIES}, got) == reason
+    want = {"label": _LABELS, "probabilities": _PROBABILITIES}
+    assert mismatch(want, got, rtol=RTOL, atol=ATOL) == reason
 
 
 def test_the_verifier_accepts_floats_within_the_tolerance() -> None:
     want = {"label": _LABELS, "probabilities": _PROBABILITIES}
     close = {"label": _LABELS.copy(), "probabilities": _PROBABILITIES * (1 + RTOL / 10)}
-    assert mismatch(want, close) is None
+    assert mismatch(want, close, rtol=RTOL, atol=ATOL) is None

@@ -144,7 +144,7 @@ def test_state_dict_is_preferred_for_an_importable_class(
     digits: tuple[DigitsMLP, np.ndarray[Any, Any]], tmp_path: Path
 ) -> None:
     model, x = digits
-    saved = TorchRuntime.save(model, tmp_path, sample_input=x[:3])
+    saved = TorchRuntime.save(model, tmp_path, sample_input=x[:3], onnx_serving_plan=False)
     assert saved.format == "state_dict"
     assert not saved.unsafe
     assert saved.options["class"] == f"{DigitsMLP.__module__}:DigitsMLP"
@@ -188,7 +188,10 @@ def test_class_defined_in_a_function_is_refused_for_state_dict(tmp_path: Path) -
 
 def test_pickle_formats_are_refused_when_pickles_are_forbidden(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Linear(4, 3))
-    saved = TorchRuntime.save(model, tmp_path, sample_input=torch.ones(2, 4))
+    # Without a serving plan, which would serve without reading the pickle.
+    saved = TorchRuntime.save(
+        model, tmp_path, sample_input=torch.ones(2, 4), onnx_serving_plan=False
+    )
     manifest = Manifest(
         runtime="torch",
         framework=saved.framework,
@@ -284,7 +287,10 @@ def test_exported_program_file_registers_as_export(tmp_path: Path) -> None:
 
 def test_threads_option_applies_when_the_model_loads(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Linear(4, 3))
-    saved = TorchRuntime.save(model, tmp_path, sample_input=torch.ones(2, 4), threads=1)
+    # Torch's threads: without a serving plan, which would serve instead.
+    saved = TorchRuntime.save(
+        model, tmp_path, sample_input=torch.ones(2, 4), threads=1, onnx_serving_plan=False
+    )
     assert saved.options["threads"] == 1
     manifest = Manifest(
         runtime="torch",
