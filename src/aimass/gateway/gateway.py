@@ -109,10 +109,17 @@ class Gateway:
         """Key checks are switched off altogether (``enabled="off"``)."""
         return self.settings.enabled == "off"
 
-    async def table(self) -> dict[str, ApiKey]:
-        """The usable keys by digest, re-read from the database when the copy is stale."""
+    def cached_table(self) -> dict[str, ApiKey] | None:
+        """The usable keys by digest while the copy is fresh; None once it is stale."""
         if time.monotonic() - self._loaded_at < self.settings.key_refresh_s:
             return self._table
+        return None
+
+    async def table(self) -> dict[str, ApiKey]:
+        """The usable keys by digest, re-read from the database when the copy is stale."""
+        table = self.cached_table()
+        if table is not None:
+            return table
         async with self._refresh:
             if time.monotonic() - self._loaded_at >= self.settings.key_refresh_s:
                 try:

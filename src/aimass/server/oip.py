@@ -195,57 +195,55 @@ class InferEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Decode, run on the engine, encode the outputs asked for."""
+        # One coroutine, not a wrapper around another: this runs per request.
         try:
-            await self._infer(scope, receive, send)
+            headers = scope["headers"]
+            header_length: bytes | None = None
+            accept_encoding: bytes | None = None
+            for key, value in headers:
+                if key == _HEADER_LENGTH:
+                    header_length = value
+                elif key == b"accept-encoding":
+                    accept_encoding = value
+            body = await receive_body(receive, headers, self._max_body)
+            decoded = decode_infer_request(
+                body,
+                None
+                if header_length is None
+                else parse_header_length(header_length.decode("latin-1"), len(body)),
+            )
+            if self.limits is not None:
+                self.limits.check_tensors(decoded.inputs)
+            params = scope["path_params"]
+            result = await self.engine.infer(
+                params["name"],
+                _version(params),
+                decoded.inputs,
+                outputs=decoded.output_names,
+                timeout=_timeout(decoded.parameters),
+            )
+            encoded = encode_infer_response(
+                decoded, result.model_name, result.model_version, result.outputs
+            )
+            accept = None if accept_encoding is None else accept_encoding.decode("latin-1")
+            if encoded.header_length is None:
+                await send_success(
+                    send, encoded.body, accept_encoding=accept, gzip_min_bytes=self._gzip_min
+                )
+                return
+            await send_success(
+                send,
+                encoded.body,
+                content_type=_OCTET_STREAM,
+                headers=[(_HEADER_LENGTH, str(encoded.header_length).encode())],
+                accept_encoding=accept,
+                gzip_min_bytes=self._gzip_min,
+            )
         except ClientDisconnect:
             return  # nobody is left to answer
         except Exception as exc:
             response = failure_response(exc, Protocol.OIP, request_id(scope["headers"]))
             await response(scope, receive, send)
-
-    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = scope["headers"]
-        header_length: bytes | None = None
-        accept_encoding: bytes | None = None
-        for key, value in headers:
-            if key == _HEADER_LENGTH:
-                header_length = value
-            elif key == b"accept-encoding":
-                accept_encoding = value
-        body = await receive_body(receive, headers, self._max_body)
-        decoded = decode_infer_request(
-            body,
-            None
-            if header_length is None
-            else parse_header_length(header_length.decode("latin-1"), len(body)),
-        )
-        if self.limits is not None:
-            self.limits.check_tensors(decoded.inputs)
-        params = scope["path_params"]
-        result = await self.engine.infer(
-            params["name"],
-            _version(params),
-            decoded.inputs,
-            outputs=decoded.output_names,
-            timeout=_timeout(decoded.parameters),
-        )
-        encoded = encode_infer_response(
-            decoded, result.model_name, result.model_version, result.outputs
-        )
-        accept = None if accept_encoding is None else accept_encoding.decode("latin-1")
-        if encoded.header_length is None:
-            await send_success(
-                send, encoded.body, accept_encoding=accept, gzip_min_bytes=self._gzip_min
-            )
-            return
-        await send_success(
-            send,
-            encoded.body,
-            content_type=_OCTET_STREAM,
-            headers=[(_HEADER_LENGTH, str(encoded.header_length).encode())],
-            accept_encoding=accept,
-            gzip_min_bytes=self._gzip_min,
-        )
 
 
 def _metadata(info: VersionInfo, versions: list[int]) -> dict[str, Any]:
