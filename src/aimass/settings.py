@@ -9,7 +9,7 @@ errors so a typo in a variable name or a config file is never silently ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,12 +85,26 @@ class ServerSettings(_Section):
     log_level: str = Field(default="warning", description="uvicorn's log level")
 
 
+class Batching(NamedTuple):
+    """The batching limits one model version runs with (:meth:`ServingSettings.batching`)."""
+
+    max_batch_size: int
+    max_delay_ms: float
+    fill_fraction: float
+
+
 class ModelBatching(_Section):
     """Batching limits for one model, overriding the serving defaults."""
 
     max_batch_size: int | None = Field(default=None, ge=1, description="Rows per model call")
     max_delay_ms: float | None = Field(
         default=None, ge=0, description="How long the first queued request waits for company"
+    )
+    fill_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long a model that just finished a call waits for a fuller batch, "
+        "as a fraction of that call's duration",
     )
 
 
@@ -143,8 +157,22 @@ class ServingSettings(_Section):
         description="How long a failed load is reported before a request retries it",
     )
     per_model: dict[str, ModelBatching] = Field(
-        default_factory=dict, description="Batching overrides by model name"
+        default_factory=dict,
+        description="Batching overrides by model name, or name:version (which wins)",
     )
+
+    def batching(self, name: str, version: int) -> Batching:
+        """The batching limits of one version: its overrides over the serving defaults."""
+        limits: dict[str, Any] = {
+            "max_batch_size": self.max_batch_size,
+            "max_delay_ms": self.max_delay_ms,
+            "fill_fraction": self.fill_fraction,
+        }
+        for key in (name, f"{name}:{version}"):
+            override = self.per_model.get(key)
+            if override is not None:
+                limits.update(override.model_dump(exclude_none=True))
+        return Batching(**limits)
 
 
 class GatewaySettings(_Section):

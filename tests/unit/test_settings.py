@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aimass.settings import Settings, load_settings
+from aimass.settings import Batching, Settings, load_settings
 
 
 def test_defaults_are_embedded_and_local(tmp_path: Path) -> None:
@@ -45,3 +45,20 @@ def test_unknown_keys_are_errors(tmp_path: Path) -> None:
     config.write_text("server:\n  prot: 1\n")
     with pytest.raises(ValidationError, match="prot"):
         load_settings(config)
+
+
+def test_batching_overrides_a_model_then_a_version_over_the_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "aimass.yaml"
+    config.write_text(
+        "serving:\n"
+        "  max_batch_size: 16\n"
+        "  fill_fraction: 0.2\n"
+        "  per_model:\n"
+        "    minilm: {max_batch_size: 64, fill_fraction: 0.5}\n"
+        "    'minilm:3': {max_delay_ms: 0}\n"
+    )
+    serving = load_settings(config).serving
+
+    assert serving.batching("iris", 1) == Batching(16, 2.0, 0.2)
+    assert serving.batching("minilm", 2) == Batching(64, 2.0, 0.5)
+    assert serving.batching("minilm", 3) == Batching(64, 0.0, 0.5)

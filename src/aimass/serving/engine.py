@@ -223,24 +223,17 @@ class Engine:
         return self._registry.load(name, version)
 
     def _make_batcher(self, model: LoadedModel) -> Batcher:
-        settings = self.settings
-        override = settings.per_model.get(f"{model.name}:{model.version}") or (
-            settings.per_model.get(model.name)
-        )
-        size, delay_ms = settings.max_batch_size, settings.max_delay_ms
-        if override is not None:
-            size = override.max_batch_size or size
-            delay_ms = delay_ms if override.max_delay_ms is None else override.max_delay_ms
+        limits = self.settings.batching(model.name, model.version)
         return Batcher(
             # Inputs were validated per request, so the runtime is called
             # directly rather than validating the merged batch again.
             model.runtime.predict,
             self._executor,
             name=f"{model.name}:{model.version}",
-            max_batch_size=size,
-            max_delay=delay_ms / 1000,
-            fill_fraction=settings.fill_fraction,
-            queue_size=settings.queue_size,
+            max_batch_size=limits.max_batch_size,
+            max_delay=limits.max_delay_ms / 1000,
+            fill_fraction=limits.fill_fraction,
+            queue_size=self.settings.queue_size,
             clock=self._clock,
         )
 
