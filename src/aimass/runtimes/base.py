@@ -158,6 +158,30 @@ def refuse_pickle(options: LoadOptions, what: str) -> None:
         )
 
 
+def artifact_path(directory: Path, name: str, manifest: Manifest, *, recheck: bool) -> Path:
+    """``directory / name``; with ``recheck``, INTEGRITY unless its sha256 is the manifest's.
+
+    ``recheck`` is for an artifact a runtime reads after its version loaded
+    (lazily, behind a serving plan): the registry verified every file when it
+    loaded the version, and this shows the file has not changed since. A file
+    the manifest does not list (a runtime loaded outside the registry) is not
+    checked.
+    """
+    path = directory / name
+    if not recheck:
+        return path
+    from aimass.registry.artifacts import sha256_of
+
+    for file in manifest.files:
+        if file.path == name and sha256_of(path) != file.sha256:
+            raise AimassError(
+                ErrorCode.INTEGRITY,
+                f"{name} changed after its version was loaded: "
+                "its sha256 no longer matches the manifest",
+            )
+    return path
+
+
 class Runtime(ABC):
     """A loaded model of one framework, plus the class-level save and load steps.
 

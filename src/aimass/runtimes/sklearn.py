@@ -53,6 +53,7 @@ from aimass.runtimes.base import (
     LoadOptions,
     Runtime,
     Saved,
+    artifact_path,
     refuse_pickle,
     require,
 )
@@ -100,7 +101,7 @@ class SklearnRuntime(Runtime):
             with self._estimator_lock:
                 if self._estimator is None:
                     self._estimator = _load_estimator(
-                        self._directory, self.manifest, self._load_options
+                        self._directory, self.manifest, self._load_options, lazily=True
                     )
         return self._estimator
 
@@ -176,16 +177,21 @@ class SklearnRuntime(Runtime):
         )
 
 
-def _load_estimator(directory: Path, manifest: Manifest, options: LoadOptions) -> Any:
+def _load_estimator(
+    directory: Path, manifest: Manifest, options: LoadOptions, *, lazily: bool = False
+) -> Any:
+    """The estimator; ``lazily`` (after the version loaded) checks its file again first."""
     require("sklearn", SklearnRuntime.extra)
     if manifest.format == "skops":
         import skops.io
 
-        return skops.io.load(directory / _SKOPS_FILE, trusted=manifest.options["trusted"])
+        path = artifact_path(directory, _SKOPS_FILE, manifest, recheck=lazily)
+        return skops.io.load(path, trusted=manifest.options["trusted"])
     refuse_pickle(options, "this scikit-learn model")
     import joblib
 
-    return joblib.load(directory / _JOBLIB_FILE)
+    path = artifact_path(directory, _JOBLIB_FILE, manifest, recheck=lazily)
+    return joblib.load(path)
 
 
 def _as_text(column: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -62,6 +62,7 @@ from aimass.runtimes.base import (
     LoadOptions,
     Runtime,
     Saved,
+    artifact_path,
     class_path,
     import_class,
     refuse_pickle,
@@ -115,7 +116,9 @@ class TorchRuntime(Runtime):
         if self._module is None:
             with self._module_lock:
                 if self._module is None:
-                    self._module = _load_module(self._directory, self.manifest, self._load_options)
+                    self._module = _load_module(
+                        self._directory, self.manifest, self._load_options, lazily=True
+                    )
         return self._module
 
     @override
@@ -195,7 +198,10 @@ class TorchRuntime(Runtime):
         return _run(self.module, inputs, single=self._single)
 
 
-def _load_module(directory: Path, manifest: Manifest, options: LoadOptions) -> Any:
+def _load_module(
+    directory: Path, manifest: Manifest, options: LoadOptions, *, lazily: bool = False
+) -> Any:
+    """The module; ``lazily`` (after the version loaded) checks its file again first."""
     torch = require("torch", TorchRuntime.extra)
     fmt = manifest.format
     if fmt != "state_dict":
@@ -205,7 +211,9 @@ def _load_module(directory: Path, manifest: Manifest, options: LoadOptions) -> A
     threads = manifest.options.get("threads")
     if threads is not None:
         torch.set_num_threads(int(threads))
-    return _LOADERS[fmt](directory / _FILES[fmt], manifest.options)
+    name = _FILES[fmt]
+    path = artifact_path(directory, name, manifest, recheck=lazily)
+    return _LOADERS[fmt](path, manifest.options)
 
 
 def _sample_arrays(sample: Any) -> Arrays:
