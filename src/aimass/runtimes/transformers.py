@@ -19,10 +19,11 @@ nothing in the files runs on load. A batch is one forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +130,12 @@ class TransformersRuntime(Runtime):
     def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> TransformersRuntime:
         require("transformers", cls.extra)
         if manifest.format == _ST_FORMAT:
-            model = _load_sentence_transformer(directory)
+            with _no_progress_bars():
+                model = _load_sentence_transformer(directory)
             return EmbeddingRuntime(manifest, model, bool(manifest.options.get("normalize")))
         if manifest.format == _HF_FORMAT:
-            model, tokenizer = _load_classifier(directory)
+            with _no_progress_bars():
+                model, tokenizer = _load_classifier(directory)
             return TextClassificationRuntime(manifest, model, tokenizer)
         raise AimassError(ErrorCode.UNSUPPORTED, f"unknown transformers format {manifest.format!r}")
 
@@ -323,6 +326,20 @@ class _LoadedPipeline:
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model
         self.tokenizer = tokenizer
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Without the "Loading weights" bar transformers draws on every load: routine in a server."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _load_sentence_transformer(directory: Path) -> Any:

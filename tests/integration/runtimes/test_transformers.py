@@ -141,6 +141,20 @@ def test_minilm_directory_registers_by_copying_its_files(
     np.testing.assert_allclose(loaded.predict(TEXTS), minilm.encode(TEXTS), atol=1e-5)
 
 
+def test_loading_draws_no_progress_bar(
+    minilm: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers.utils import logging as hf_logging
+
+    saved = TransformersRuntime.save(minilm, tmp_path)
+    capsys.readouterr()
+
+    _load(tmp_path, saved)
+
+    assert "Loading weights" not in capsys.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # left as it was found
+
+
 def test_single_text_is_a_batch_of_one(minilm: Any, tmp_path: Path) -> None:
     loaded = _load(tmp_path, TransformersRuntime.save(minilm, tmp_path))
     embedding = loaded.predict("the movie was good")
