@@ -237,3 +237,56 @@ def test_sigterm_lets_requests_in_flight_in_every_worker_finish(
         assert response.json()["outputs"][0]["data"] == [2 * index, 2]
     assert code == 0, stderr
     assert "Traceback" not in stderr
+
+
+def test_xgboost_and_lightgbm_loaded_before_the_fork_answer_from_every_worker(
+    tmp_path: Path,
+) -> None:
+    # Both run OpenMP thread pools, which do not survive a fork that happens
+    # while they are running: the workers must build their own.
+    import lightgbm
+    import xgboost
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    models = {
+        "xgb": xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(x, y),
+        "lgbm": lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, y),
+    }
+    registry = Registry.from_settings(Settings(home=tmp_path))
+    try:
+        for name, model in models.items():
+            registry.register(model, name, sample_input=x[:4])
+    finally:
+        registry.close()
+    env = {**os.environ, "AIMASS_HOME": str(tmp_path)}
+
+    with (
+        serve_in_process(["--workers", "2", "-m", "xgb", "-m", "lgbm"], env=env) as served,
+        _fresh_client(served.url) as client,
+    ):
+
+        def infer(name: str, start: int) -> tuple[int, Any, int]:
+            rows = x[start : start + 3]
+            body = {
+                "inputs": [
+                    {"name": "input", "shape": [3, 30], "datatype": "FP64", "data": rows.tolist()}
+                ]
+            }
+            response = client.post(f"/v2/models/{name}/infer", json=body)
+            assert response.status_code == 200, response.text
+            outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
+            return start, outputs, int(response.headers[WORKER_HEADER])
+
+        for name, model in models.items():
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda start, n=name: infer(n, start), range(0, 120, 3)))
+            for start, outputs, _ in answers:
+                rows = x[start : start + 3]
+                np.testing.assert_array_equal(outputs["label"], model.predict(rows))
+                np.testing.assert_allclose(
+                    np.reshape(outputs["probabilities"], (3, 2)),
+                    model.predict_proba(rows),
+                    rtol=1e-6,
+                )
+            assert len({worker for _, _, worker in answers}) == 2, name
