@@ -180,31 +180,48 @@ def make_plan(
     save: any error only means the model is served by its framework.
     """
     try:
-        return _make(convert, sample, directory, signature, predict, rtol, atol, converter)
+        import onnxruntime as ort
+
+        rows, probes, finite_only = _verification_set(sample, predict)
+        model = convert(rows)
+        if finite_only:
+            _add_guard(model)
+        path = directory / PLAN_FILE
+        path.write_bytes(model.SerializeToString())
+        # Verified through the file just written, as the loader will open it.
+        session = open_session(ort, path, 1)
+        names = [s.name for s in signature.outputs]
+        onnx_names = [o.name for o in session.get_outputs() if o.name != _GUARD]
+        if len(onnx_names) < len(names):
+            raise RefusedError(f"the ONNX graph has outputs {onnx_names} for {names}")
+        entry: dict[str, Any] = {
+            "file": PLAN_FILE,
+            "outputs": dict(zip(names, onnx_names, strict=False)),
+            "finite_only": finite_only,
+        }
+        refused = probes if finite_only else []
+        _verify(Plan(session, entry, signature), rows, refused, predict, rtol, atol)
     except Exception as exc:  # an unsupported model, a converter bug, a mismatch
         (directory / PLAN_FILE).unlink(missing_ok=True)
         _log.info("no ONNX serving plan for this model: %s", exc)
         return None
+    total = len(next(iter(rows.values())))
+    entry.update(tolerance={"rtol": rtol, "atol": atol}, verified_rows=total, converter=converter)
+    return entry
 
 
-def _make(
-    convert: Callable[[Arrays], Any],
-    sample: Arrays,
-    directory: Path,
-    signature: Signature,
-    predict: Callable[[Arrays], Arrays],
-    rtol: float,
-    atol: float,
-    converter: str,
-) -> dict[str, Any]:
-    import onnxruntime as ort
+def _verification_set(
+    sample: Arrays, predict: Callable[[Arrays], Arrays]
+) -> tuple[Arrays, list[Arrays], bool]:
+    """The rows a plan must reproduce, the non-finite probes, and whether the model refuses them.
 
+    The plan must answer NaN and infinity as the model does (the probes then
+    join the rows), or refuse them where the model refuses them.
+    """
     for name, value in sample.items():
         if value.ndim < 2 or value.dtype.kind not in "fiu" or 0 in value.shape:
             raise RefusedError(f"input {name!r} is not numeric rows ({value.dtype}, {value.shape})")
     rows = _verification_rows(sample)
-    # The plan must answer NaN and infinity as the model does, or refuse them
-    # where it refuses them (with INVALID_INPUT rather than an error).
     probes = _non_finite_probes(rows)
     answered = [_answers(predict, probe) for probe in probes]
     if any(answered) and not all(answered):
@@ -212,33 +229,29 @@ def _make(
     finite_only = bool(probes) and not any(answered)
     if not finite_only:
         rows = {name: np.concatenate([rows[name], *(p[name] for p in probes)]) for name in rows}
-    model = convert(rows)
-    if finite_only:
-        _add_guard(model)
-    path = directory / PLAN_FILE
-    path.write_bytes(model.SerializeToString())
-    # Verified through the file just written, as the loader will open it.
-    session = open_session(ort, path, 1)
-    names = [s.name for s in signature.outputs]
-    onnx_names = [o.name for o in session.get_outputs() if o.name != _GUARD]
-    if len(onnx_names) < len(names):
-        raise RefusedError(f"the ONNX graph has outputs {onnx_names} for {names}")
-    entry: dict[str, Any] = {
-        "file": PLAN_FILE,
-        "outputs": dict(zip(names, onnx_names, strict=False)),
-        "finite_only": finite_only,
-    }
-    plan = Plan(session, entry, signature)
+    return rows, probes, finite_only
+
+
+def _verify(
+    plan: Plan,
+    rows: Arrays,
+    refused: list[Arrays],
+    predict: Callable[[Arrays], Arrays],
+    rtol: float,
+    atol: float,
+) -> None:
+    """RefusedError unless the plan reproduces ``predict`` on the rows and refuses ``refused``.
+
+    The rows are checked as one batch and the first of them one by one.
+    """
     total = len(next(iter(rows.values())))
     singles = ({k: v[i : i + 1] for k, v in rows.items()} for i in range(min(total, _SINGLE_ROWS)))
     for batch in [rows, *singles]:
         reason = mismatch(predict(batch), plan.run(batch), rtol=rtol, atol=atol)
         if reason is not None:
             raise RefusedError(f"on {len(next(iter(batch.values())))} row(s): {reason}")
-    if finite_only and any(_answers(plan.run, p) for p in probes):
+    if any(_answers(plan.run, probe) for probe in refused):
         raise RefusedError("the plan answers non-finite input that the model refuses")
-    entry.update(tolerance={"rtol": rtol, "atol": atol}, verified_rows=total, converter=converter)
-    return entry
 
 
 def _add_guard(model: Any) -> None:

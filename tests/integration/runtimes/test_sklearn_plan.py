@@ -269,26 +269,6 @@ def test_a_pickled_version_serves_through_its_plan_when_pickles_are_refused(
     assert info.value.code is ErrorCode.UNSAFE_FORMAT
 
 
-def test_the_estimator_file_is_checked_again_when_it_loads_after_its_version(
-    local_settings: Settings, iris: Pipeline
-) -> None:
-    registry = Registry.from_settings(local_settings)
-    try:
-        info = registry.register(iris, "iris", sample_input=X[:4])
-        directory = registry.materialize(info)
-        loaded = registry.load("iris")
-        assert isinstance(loaded.runtime, SklearnRuntime)
-        assert loaded.runtime.plan is not None
-        (directory / "model.skops").write_bytes(b"not the estimator that was registered")
-
-        with pytest.raises(AimassError) as raised:
-            _ = loaded.runtime.estimator
-
-        assert raised.value.code is ErrorCode.INTEGRITY
-    finally:
-        registry.close()
-
-
 def test_the_estimator_loads_once_when_threads_touch_it_together(
     iris: Pipeline, tmp_path: Path
 ) -> None:

@@ -300,24 +300,3 @@ def test_a_version_with_a_plan_loads_and_serves_in_a_fresh_process_without_torch
         rtol=RTOL,
         atol=ATOL,
     )
-
-
-def test_the_module_file_is_checked_again_when_it_loads_after_its_version(
-    local_settings: Settings,
-) -> None:
-    registry = Registry.from_settings(local_settings)
-    try:
-        info = registry.register(Mlp().eval(), "mlp", sample_input=ROWS[:4])
-        directory = registry.materialize(info)
-        loaded = registry.load("mlp")
-        assert isinstance(loaded.runtime, TorchRuntime)
-        assert loaded.runtime.plan is not None
-        (directory / "model.safetensors").write_bytes(b"not the weights that were registered")
-
-        with pytest.raises(AimassError) as raised:
-            _ = loaded.runtime.module
-
-        assert raised.value.code is ErrorCode.INTEGRITY
-        assert "model.safetensors changed" in raised.value.message
-    finally:
-        registry.close()
