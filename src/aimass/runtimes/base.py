@@ -10,19 +10,22 @@ missing framework names the extra to install.
 from __future__ import annotations
 
 import importlib
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry.manifest import ArtifactFile, Lineage, Manifest
 from aimass.registry.signature import Signature, Task, as_array
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Arrays",
@@ -156,6 +159,25 @@ def refuse_pickle(options: LoadOptions, what: str) -> None:
             f"{what} is a pickle artifact, which runs code when loaded, and "
             "AIMASS_REGISTRY__ALLOW_PICKLE is false",
         )
+
+
+class Lazy(Generic[_T]):
+    """A value made on first use, once, even when threads ask for it together."""
+
+    def __init__(self, make: Callable[[], _T], value: _T | None = None) -> None:
+        self._make = make
+        self._value = value
+        self._lock = threading.Lock()
+
+    def get(self) -> _T:
+        """The value, made now if this is the first use."""
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._make()
+                value = self._value
+        return value
 
 
 def artifact_path(directory: Path, name: str, manifest: Manifest, *, recheck: bool) -> Path:

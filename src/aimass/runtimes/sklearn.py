@@ -36,7 +36,6 @@ without a plan. Turn plans off with
 
 from __future__ import annotations
 
-import threading
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from aimass.registry.signature import Signature, Task, as_array
 from aimass.runtimes.base import (
     Arrays,
     Capability,
+    Lazy,
     LoadOptions,
     Runtime,
     Saved,
@@ -88,22 +88,15 @@ class SklearnRuntime(Runtime):
     ) -> None:
         super().__init__(manifest)
         self.plan = plan
-        self._directory = directory
-        self._load_options = options
-        self._estimator = estimator
-        self._estimator_lock = threading.Lock()
+        self._estimator: Lazy[Any] = Lazy(
+            lambda: _load_estimator(directory, manifest, options, lazily=True), estimator
+        )
         self._columns: list[str] | None = manifest.options.get("columns")
 
     @property
     def estimator(self) -> Any:
         """The fitted estimator, loaded from the version's files on first use if a plan serves."""
-        if self._estimator is None:
-            with self._estimator_lock:
-                if self._estimator is None:
-                    self._estimator = _load_estimator(
-                        self._directory, self.manifest, self._load_options, lazily=True
-                    )
-        return self._estimator
+        return self._estimator.get()
 
     @override
     @classmethod

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import threading
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -59,6 +58,7 @@ from aimass.registry.manifest import Manifest
 from aimass.registry.signature import Signature, as_array
 from aimass.runtimes.base import (
     Arrays,
+    Lazy,
     LoadOptions,
     Runtime,
     Saved,
@@ -104,22 +104,15 @@ class TorchRuntime(Runtime):
     ) -> None:
         super().__init__(manifest)
         self.plan = plan
-        self._directory = directory
-        self._load_options = options
-        self._module = module
-        self._module_lock = threading.Lock()
+        self._module: Lazy[Callable[..., Any]] = Lazy(
+            lambda: _load_module(directory, manifest, options, lazily=True), module
+        )
         self._single = manifest.options.get("single_input", True)
 
     @property
     def module(self) -> Callable[..., Any]:
         """The module, loaded from the version's files on first use if a plan serves."""
-        if self._module is None:
-            with self._module_lock:
-                if self._module is None:
-                    self._module = _load_module(
-                        self._directory, self.manifest, self._load_options, lazily=True
-                    )
-        return self._module
+        return self._module.get()
 
     @override
     @classmethod
