@@ -41,7 +41,7 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InferResult:
     """The outputs of one request and the version that produced them."""
 
