@@ -44,6 +44,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import importlib.util
 import logging
 import os
 import select
@@ -107,10 +108,20 @@ class SharedModels:
             if unsafe:
                 _log.warning("model %s is loaded by each worker, not shared: %s", info.ref, unsafe)
                 continue
-            if info.manifest.runtime in _TORCH_RUNTIMES and torch_threads is None:
+            # A torch model served by its ONNX plan never imports torch; one
+            # without a plan must keep torch's pool from starting before the fork.
+            torch_backed = info.manifest.runtime in _TORCH_RUNTIMES
+            planned = torch_backed and _plan_serves(info)
+            if torch_backed and not planned and torch_threads is None:
                 torch_threads = _single_threaded_torch(workers)
             try:
-                models.append((info, registry.load(info.model, info.version)))
+                loaded = registry.load(info.model, info.version)
+                if planned and getattr(loaded.runtime, "plan", None) is None:
+                    # The plan did not open and torch loaded the module instead.
+                    _log.warning("model %s is served by torch, not its ONNX plan", info.ref)
+                    if torch_threads is None:
+                        torch_threads = _single_threaded_torch(workers)
+                models.append((info, loaded))
             except AimassError as exc:
                 _log.warning("could not preload model %s: %s", info.ref, exc.message)
             except Exception:
@@ -148,6 +159,13 @@ def _fork_unsafe(info: VersionInfo) -> str:
     if manifest.runtime == "torch" and manifest.options.get("threads") not in (None, 1):
         return "it sets torch's thread count, which starts a pool that does not survive a fork"
     return ""
+
+
+def _plan_serves(info: VersionInfo) -> bool:
+    """Whether the version has an ONNX serving plan that onnxruntime, installed here, can run."""
+    return (
+        "onnx_plan" in info.manifest.options and importlib.util.find_spec("onnxruntime") is not None
+    )
 
 
 def _single_threaded_torch(workers: int) -> int | None:

@@ -296,3 +296,45 @@ def test_xgboost_and_lightgbm_loaded_before_the_fork_answer_from_every_worker(
                 if len(workers) == 2:
                     break
             assert len(workers) == 2, name
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/maps")
+def test_a_torch_model_served_by_its_plan_loads_no_torch_in_any_process(tmp_path: Path) -> None:
+    import torch
+
+    from aimass.testing.torch_models import DigitsMLP
+
+    torch.manual_seed(0)
+    module = DigitsMLP(hidden=32).eval()
+    rows = torch.rand(6, 64)
+    registry = Registry.from_settings(Settings(home=tmp_path))
+    try:
+        info = registry.register(module, "mlp", sample_input=rows)
+    finally:
+        registry.close()
+    assert "onnx_plan" in info.manifest.options
+    with torch.inference_mode():
+        expected = module(rows).numpy()
+    env = {**os.environ, "AIMASS_HOME": str(tmp_path)}
+    body = {
+        "inputs": [{"name": "input", "shape": [6, 64], "datatype": "FP32", "data": rows.tolist()}]
+    }
+
+    with (
+        serve_in_process(["--workers", "2", "-m", "mlp"], env=env) as served,
+        _fresh_client(served.url) as client,
+    ):
+        workers: set[int] = set()
+        for _ in range(200):
+            response = client.post("/v2/models/mlp/infer", json=body)
+            assert response.status_code == 200, response.text
+            got = np.reshape(response.json()["outputs"][0]["data"], (6, 10))
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+            workers.add(int(response.headers[WORKER_HEADER]))
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2
+        processes = {served.process.pid, *_children(served.process.pid)}
+        assert workers <= processes
+        for pid in processes:
+            assert "libtorch" not in Path(f"/proc/{pid}/maps").read_text(), pid
