@@ -36,7 +36,7 @@ import tempfile
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,10 +44,12 @@ from aimass.errors import AimassError, ErrorCode
 from aimass.registry.manifest import Manifest
 from aimass.registry.signature import Datatype, Signature, as_array
 from aimass.runtimes import detect_runtime, runtime_class
-from aimass.runtimes.base import Arrays, LoadOptions
+from aimass.runtimes.base import Arrays, LoadOptions, Runtime
 from aimass.runtimes.model import LoadedModel
 
-__all__ = ["check_runtime"]
+__all__ = ["check_runtime", "save_and_load"]
+
+_R = TypeVar("_R", bound=Runtime)
 
 _MANIFEST = "manifest.json"
 _INPUTS = "inputs.npz"
@@ -105,6 +107,26 @@ def check_runtime(
         shutil.rmtree(root, ignore_errors=True)
         raise
     weakref.finalize(loaded, shutil.rmtree, root, ignore_errors=True)
+    return loaded
+
+
+def save_and_load(
+    runtime: type[_R],
+    obj: Any,
+    directory: Path,
+    sample: Any,
+    options: LoadOptions | None = None,
+    **save: Any,
+) -> _R:
+    """``obj`` saved by ``runtime`` into ``directory`` (made if missing) and loaded back.
+
+    No registry and no fresh process: for tests of what a runtime does with
+    its own files (:func:`check_runtime` covers the round trip).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = runtime.save(obj, directory, sample_input=sample, **save).to_manifest(runtime.name)
+    loaded = runtime.load(directory, manifest, options or LoadOptions())
+    assert isinstance(loaded, runtime)
     return loaded
 
 

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from aimass.runtimes.plan import PLAN_FILE, mismatch
 from aimass.runtimes.sklearn import SklearnRuntime
 from aimass.runtimes.sklearn_plan import ATOL, RTOL
 from aimass.settings import Settings
+from aimass.testing.checks import save_and_load
 from aimass.testing.models import iris_classifier
 
 X, Y = load_iris(return_X_y=True)
@@ -39,14 +41,7 @@ def iris() -> Pipeline:
     return clf
 
 
-def _save_and_load(
-    obj: Any, directory: Path, sample: Any, options: LoadOptions | None = None, **save: Any
-) -> SklearnRuntime:
-    directory.mkdir()
-    manifest = SklearnRuntime.save(obj, directory, sample_input=sample, **save).to_manifest(
-        SklearnRuntime.name
-    )
-    return SklearnRuntime.load(directory, manifest, options or LoadOptions())
+_save_and_load = partial(save_and_load, SklearnRuntime)
 
 
 def _assert_reproduces(got: Arrays, want: Arrays) -> None:

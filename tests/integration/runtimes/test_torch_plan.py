@@ -11,8 +11,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +26,7 @@ from aimass.runtimes.base import Arrays, LoadOptions
 from aimass.runtimes.plan import PLAN_FILE
 from aimass.runtimes.torch import ATOL, RTOL, TorchRuntime
 from aimass.settings import Settings
+from aimass.testing.checks import save_and_load
 
 RNG = np.random.default_rng(0)
 ROWS = RNG.random((40, 64), dtype=np.float32)
@@ -104,18 +105,7 @@ def _eager(module: nn.Module, inputs: Arrays) -> Arrays:
     return {"output": out.numpy()}
 
 
-def _save_and_load(
-    module: nn.Module,
-    directory: Path,
-    sample: Any,
-    options: LoadOptions | None = None,
-    **save: Any,
-) -> TorchRuntime:
-    directory.mkdir(exist_ok=True)
-    manifest = TorchRuntime.save(module, directory, sample_input=sample, **save).to_manifest(
-        TorchRuntime.name
-    )
-    return TorchRuntime.load(directory, manifest, options or LoadOptions())
+_save_and_load = partial(save_and_load, TorchRuntime)
 
 
 def _assert_close(got: Arrays, want: Arrays) -> None:
