@@ -45,7 +45,9 @@ class RequestedOutput:
     binary: bool
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request, and a frozen dataclass sets each field
+# through object.__setattr__, which costs as much as decoding a small tensor.
+@dataclass(slots=True)
 class InferRequest:
     """A decoded inference request: named numpy inputs plus how to answer."""
 

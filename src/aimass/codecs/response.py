@@ -26,27 +26,12 @@ __all__ = ["EncodedResponse", "encode_infer_response"]
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and frozen fields cost a call each
 class EncodedResponse:
     """A response body and, when it carries binary tensors, its JSON header's length."""
 
     body: bytes
     header_length: int | None = None
-
-
-def _selected(
-    request: InferRequest, outputs: Mapping[str, np.ndarray[Any, Any]]
-) -> list[tuple[str, bool]]:
-    if request.outputs is None:
-        return [(name, request.binary_output) for name in outputs]
-    for wanted in request.outputs:
-        if wanted.name not in outputs:
-            raise AimassError(
-                ErrorCode.INVALID_INPUT,
-                f"unknown output '{wanted.name}'; the model returns {sorted(outputs)}",
-                field=wanted.name,
-            )
-    return [(o.name, o.binary) for o in request.outputs]
 
 
 def encode_infer_response(
@@ -58,18 +43,20 @@ def encode_infer_response(
     """Encode the outputs the request asked for (all, if it named none)."""
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for name, binary in _selected(request, outputs):
-        array = outputs[name]
-        datatype = tensor_datatype(name, array)
-        # orjson writes the StrEnum member and the shape tuple as a string and a list.
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": array.shape}
-        if binary:
-            raw = encode_binary_tensor(name, array, datatype)
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        else:
-            entry["data"] = json_data(name, array, datatype)
-        entries.append(entry)
+    if request.outputs is None:
+        binary = request.binary_output
+        for name, array in outputs.items():
+            entries.append(_entry(name, array, binary, chunks))
+    else:
+        for wanted in request.outputs:
+            found = outputs.get(wanted.name)
+            if found is None:
+                raise AimassError(
+                    ErrorCode.INVALID_INPUT,
+                    f"unknown output '{wanted.name}'; the model returns {sorted(outputs)}",
+                    field=wanted.name,
+                )
+            entries.append(_entry(wanted.name, found, wanted.binary, chunks))
     document: dict[str, Any] = {
         "model_name": model_name,
         "model_version": str(model_version),
@@ -81,3 +68,19 @@ def encode_infer_response(
     if not chunks:
         return EncodedResponse(header)
     return EncodedResponse(b"".join([header, *chunks]), len(header))
+
+
+def _entry(
+    name: str, array: np.ndarray[Any, Any], binary: bool, chunks: list[bytes]
+) -> dict[str, Any]:
+    """One output's JSON entry; its raw bytes go to ``chunks`` when ``binary``."""
+    datatype = tensor_datatype(name, array)
+    # orjson writes the StrEnum member and the shape tuple as a string and a list.
+    entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": array.shape}
+    if binary:
+        raw = encode_binary_tensor(name, array, datatype)
+        entry["parameters"] = {"binary_data_size": len(raw)}
+        chunks.append(raw)
+    else:
+        entry["data"] = json_data(name, array, datatype)
+    return entry

@@ -45,6 +45,12 @@ NUMERIC_DATATYPES: dict[str, Datatype] = {
 _ALLOWED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 _EXPECTED = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}
 _FOUND = {"U": "strings", "f": "floating point numbers", "b": "booleans"}
+# Looked up once per tensor on the hot path, where reading an enum member, a
+# dtype's kind or a property costs more than the dict lookup that replaces them.
+_BYTES = Datatype.BYTES
+_TARGETS: dict[Datatype, tuple[np.dtype[Any], str, str]] = {
+    d: (d.numpy, d.numpy.kind, _ALLOWED_KINDS[d.numpy.kind]) for d in NUMERIC_DATATYPES.values()
+}
 
 
 def _invalid(kind: str, name: str, problem: str) -> AimassError:
@@ -78,9 +84,9 @@ def decode_json_tensor(
     name: str, datatype: Datatype, shape: tuple[int, ...], data: Any
 ) -> np.ndarray[Any, Any]:
     """A numpy array from a tensor's JSON ``data`` (flat or nested), shaped ``shape``."""
-    if not isinstance(data, list):
+    if type(data) is not list:
         data = [data]  # a lone scalar is a one-element tensor
-    if datatype is Datatype.BYTES:
+    if datatype is _BYTES:
         array = _bytes_from_json(name, data)
     else:
         array = _numbers_from_json(name, datatype, data)
@@ -108,28 +114,30 @@ def _bytes_from_json(name: str, data: list[Any]) -> np.ndarray[Any, Any]:
 
 
 def _numbers_from_json(name: str, datatype: Datatype, data: list[Any]) -> np.ndarray[Any, Any]:
-    target = datatype.numpy
+    target, target_kind, allowed = _TARGETS[datatype]
     try:
         array = np.array(data)
     except (ValueError, TypeError):
         raise _invalid("input", name, "'data' is a ragged nested list") from None
+    kind = array.dtype.kind
+    if kind == "f" and target_kind == "f":
+        return array.astype(target, copy=False)  # the common case: numbers for a float tensor
     if array.size == 0:
         return array.astype(target)
-    kind = array.dtype.kind
-    if kind == "O" and target.kind in "iu":
+    if kind == "O" and target_kind in "iu":
         # Integers beyond int64 land in an object array; numpy checks the range itself.
         try:
             return np.array(data, dtype=target)
         except (OverflowError, ValueError, TypeError):
             raise _invalid(
-                "input", name, f"{datatype.value} data must be {_EXPECTED[target.kind]} in range"
+                "input", name, f"{datatype.value} data must be {_EXPECTED[target_kind]} in range"
             ) from None
-    if kind not in _ALLOWED_KINDS[target.kind]:
+    if kind not in allowed:
         found = _FOUND.get(kind, "values that are not numbers")
         raise _invalid(
-            "input", name, f"{datatype.value} data must be {_EXPECTED[target.kind]}, found {found}"
+            "input", name, f"{datatype.value} data must be {_EXPECTED[target_kind]}, found {found}"
         )
-    if target.kind in "iu":
+    if target_kind in "iu":
         info = np.iinfo(target)
         if array.min() < info.min or array.max() > info.max:
             raise _invalid(
@@ -238,12 +246,13 @@ def encode_binary_tensor(name: str, array: np.ndarray[Any, Any], datatype: Datat
 
 def json_data(name: str, array: np.ndarray[Any, Any], datatype: Datatype) -> Any:
     """The flat JSON ``data`` of an output: a numpy array orjson serialises, or strings."""
-    if datatype is Datatype.BYTES:
+    if datatype is _BYTES:
         return [_element_text(name, v) for v in array.reshape(-1)]
-    # orjson serialises native-endian, C-contiguous numpy arrays without a Python loop.
-    if not (array.dtype.isnative and array.flags.c_contiguous):
-        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
-    return array.reshape(-1)
+    # orjson serialises native-endian, C-contiguous numpy arrays without a Python
+    # loop; ravel() is contiguous, copying only when it must.
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array.ravel()
 
 
 def _element_text(name: str, value: Any) -> str:

@@ -23,12 +23,19 @@ class Deadlines:
         self._due: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        # The loop of the first request: given the loop, current_task() skips
+        # get_running_loop(), which in CPython 3.11 is a system call (getpid).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> asyncio.Task[Any]:
         """Start the current task's clock; pair with :meth:`finish`."""
-        task = asyncio.current_task()
-        assert task is not None, "deadlines apply to tasks"
-        loop = task.get_loop()
+        loop = self._loop
+        task = None if loop is None else asyncio.current_task(loop)
+        if loop is None or task is None:  # the first request, or the first on a new loop
+            loop = self._loop = asyncio.get_running_loop()
+            self._sweeper = None  # a timer on a previous loop never fires
+            task = asyncio.current_task(loop)
+            assert task is not None, "deadlines apply to tasks"
         self._due[task] = loop.time() + self.timeout
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._tick, self._sweep, loop)

@@ -109,6 +109,20 @@ class Gateway:
         """Key checks are switched off altogether (``enabled="off"``)."""
         return self.settings.enabled == "off"
 
+    def admits_all(self) -> bool:
+        """No request needs a key, known without reading the key table again.
+
+        Key checks are off, or no key was ever made and the copy of the table
+        that says so is fresh: what :meth:`cached_table` and :meth:`enforcing`
+        say together, in one call, since every request asks it first.
+        """
+        mode = self.settings.enabled
+        return mode == "off" or (
+            mode == "auto"
+            and not self._any
+            and time.monotonic() - self._loaded_at < self.settings.key_refresh_s
+        )
+
     def cached_table(self) -> dict[str, ApiKey] | None:
         """The usable keys by digest while the copy is fresh; None once it is stale."""
         if time.monotonic() - self._loaded_at < self.settings.key_refresh_s:

@@ -20,6 +20,16 @@ class RequestLimits:
     max_tensor_elements: int
     max_string_bytes: int
 
+    @property
+    def body_bytes_always_within(self) -> int:
+        """A body of at most this many bytes cannot break either limit.
+
+        Every element takes at least one byte of the (decompressed) body, JSON
+        or binary, and no JSON escape decodes to more bytes than it is written
+        with, so the tensors of a smaller body need no look.
+        """
+        return min(self.max_tensor_elements, self.max_string_bytes)
+
     def check_tensors(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> None:
         """Refuse a decoded tensor with too many elements or too long a string element."""
         for name, array in inputs.items():

@@ -190,6 +190,7 @@ class InferEndpoint:
     ) -> None:
         self.engine = engine
         self.limits = limits
+        self._check_above = -1 if limits is None else limits.body_bytes_always_within
         self._max_body = settings.max_body_bytes
         self._gzip_min = settings.gzip_min_bytes
 
@@ -212,15 +213,16 @@ class InferEndpoint:
                 if header_length is None
                 else parse_header_length(header_length.decode("latin-1"), len(body)),
             )
-            if self.limits is not None:
+            if self.limits is not None and len(body) > self._check_above:
                 self.limits.check_tensors(decoded.inputs)
             params = scope["path_params"]
+            # The checks are skipped, not just cheap, when there is nothing to check.
             result = await self.engine.infer(
                 params["name"],
-                _version(params),
+                _version(params) if "version" in params else None,
                 decoded.inputs,
-                outputs=decoded.output_names,
-                timeout=_timeout(decoded.parameters),
+                outputs=None if decoded.outputs is None else decoded.output_names,
+                timeout=_timeout(decoded.parameters) if decoded.parameters else None,
             )
             encoded = encode_infer_response(
                 decoded, result.model_name, result.model_version, result.outputs

@@ -121,6 +121,9 @@ class Batcher:
         self._running: list[_Request] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
+        # The loop of the first request, which the worker task lives on too;
+        # kept because CPython 3.11's get_running_loop() is a system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pending(self) -> int:
@@ -147,7 +150,9 @@ class Batcher:
                 ErrorCode.OVERLOADED,
                 f"model {self.name} has {self.queue_size} requests queued; retry shortly",
             )
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
         deadline = None if timeout is None else loop.time() + timeout
         request = _Request(inputs, future, self._clock(), deadline)
@@ -156,7 +161,9 @@ class Batcher:
         if self._worker is None:
             self._worker = loop.create_task(self._run(), name=f"aimass-batcher-{self.name}")
         elif self._waiting_for_any or self._queued_rows >= self.max_batch_size:
-            self._wake()
+            waiter = self._waiter  # _wake(), inline: this runs per request
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         if deadline is not None and deadline < self._sweep_at:
             self._arm(loop, deadline)
         return await future
@@ -285,7 +292,7 @@ class Batcher:
         self._running = batch
         started = self._clock()
         try:
-            results = await self._executor.run(self._call, [r.inputs for r in batch])
+            results = await self._executor.run(self._call, batch)
         except asyncio.CancelledError:
             for request in batch:
                 request.future.cancel()
@@ -310,14 +317,15 @@ class Batcher:
             self._free_since = self._clock()
             self._last_call = self._free_since - started
 
-    def _call(self, parts: list[Arrays]) -> list[Arrays]:
+    def _call(self, batch: list[_Request]) -> list[Arrays]:
         """Merge, predict and split; runs on an executor thread, off the event loop."""
-        if len(parts) == 1:
-            merged = parts[0]
+        if len(batch) == 1:
+            merged = batch[0].inputs
         else:
-            merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        counts = [_rows(p) for p in parts]
-        total = sum(counts)
+            merged = {
+                name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs
+            }
+        total = sum(r.rows for r in batch)
         outputs = self._predict(merged)
         for out_name, value in outputs.items():
             got = len(value) if getattr(value, "ndim", 0) else None
@@ -327,20 +335,20 @@ class Batcher:
                     f"model {self.name} returned {out_name!r} with "
                     f"{'no batch dimension' if got is None else f'{got} rows'} for {total} inputs",
                 )
-        if len(parts) == 1:
+        if len(batch) == 1:
             return [outputs]
         results: list[Arrays] = []
+        named = list(outputs.items())
         start = 0
-        for count in counts:
-            stop = start + count
-            results.append({name: value[start:stop] for name, value in outputs.items()})
+        for request in batch:
+            stop = start + request.rows
+            # A loop, not a comprehension: in Python 3.11 that is a function call per request.
+            part: Arrays = {}
+            for name, value in named:
+                part[name] = value[start:stop]
+            results.append(part)
             start = stop
         return results
-
-
-def _rows(inputs: Arrays) -> int:
-    first = next(iter(inputs.values()), None)
-    return 0 if first is None else len(first)
 
 
 def _resolve(waiter: asyncio.Future[Any]) -> None:

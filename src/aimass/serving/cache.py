@@ -58,6 +58,9 @@ class ModelStatus(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
+_READY = ModelStatus.READY  # read per request; an enum member lookup is not free
+
+
 @dataclass(frozen=True)
 class ModelState:
     """One row of the cache's index."""
@@ -136,7 +139,7 @@ class ModelCache:
     def acquire_ready(self, info: VersionInfo) -> CachedModel | None:
         """The version if it is READY now (counted as in use, as :meth:`acquire`), else None."""
         entry = self._entries.get((info.model, info.version))
-        if entry is None or entry.status is not ModelStatus.READY:
+        if entry is None or entry.status is not _READY:
             return None
         entry.users += 1
         entry.last_used = self._clock()

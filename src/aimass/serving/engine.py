@@ -41,7 +41,9 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request, and a frozen dataclass sets each
+# field through object.__setattr__.
+@dataclass(slots=True)
 class InferResult:
     """The outputs of one request and the version that produced them."""
 
@@ -85,11 +87,15 @@ class Engine:
         for info, model in preloaded:
             self._cache.seed(info, model)
         self._checkers: dict[tuple[str, int], _InputCheck] = {}
+        self._refs: dict[tuple[str, int | None], tuple[str, int | None, str | None]] = {}
         self._started = False
         self._closing = False
         self._in_flight = 0
         self._drained: asyncio.Event | None = None
         self._closed: asyncio.Future[None] | None = None
+        # Bound by start(): CPython 3.11's get_running_loop() asks the OS for
+        # the process id on every call, a system call per request.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def ready(self) -> bool:
@@ -102,6 +108,7 @@ class Engine:
         A reference that fails to resolve or load is logged (and shown
         UNAVAILABLE in :meth:`index` when it resolved) but never stops the start.
         """
+        self._loop = asyncio.get_running_loop()
         results = await asyncio.gather(*(self.load(ref) for ref in preload), return_exceptions=True)
         for ref, result in zip(preload, results, strict=True):
             if isinstance(result, AimassError):
@@ -146,14 +153,17 @@ class Engine:
         OVERLOADED (queue full), TIMEOUT (``timeout`` seconds, default
         ``request_timeout_s``), NOT_READY (closing) or the model's error.
         """
-        if not self._started or self._closing:
+        loop = self._loop
+        if loop is None or not self._started or self._closing:
             raise AimassError(ErrorCode.NOT_READY, "the server is not ready for requests")
         limit = self.settings.request_timeout_s if timeout is None else timeout
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         self._in_flight += 1
         try:
-            name, number, alias = split_ref(model, version)
+            ref = self._refs.get((model, version))
+            if ref is None:
+                ref = self._split(model, version)
+            name, number, alias = ref
             # The common case (resolved recently, already loaded) never suspends
             # before the batcher; only the slow paths pay for a timeout scope.
             info = self._resolver.cached(name, number, alias)
@@ -209,6 +219,13 @@ class Engine:
     async def _resolve(self, model: str, version: int | None) -> VersionInfo:
         name, number, alias = split_ref(model, version)
         return await self._resolver.resolve(name, number, alias)
+
+    def _split(self, model: str, version: int | None) -> tuple[str, int | None, str | None]:
+        # Remembered, since the same few references arrive over and over.
+        if len(self._refs) > 4096:  # a bound, not a policy: splitting is cheap
+            self._refs.clear()
+        ref = self._refs[(model, version)] = split_ref(model, version)
+        return ref
 
     def _checker(self, info: VersionInfo) -> _InputCheck:
         key = (info.model, info.version)

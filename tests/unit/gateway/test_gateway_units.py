@@ -1,12 +1,14 @@
-"""The gateway's pure parts: token buckets, quota windows, roles, scopes, key parsing."""
+"""The gateway's pure parts: token buckets, quota windows, roles, scopes, keys, deadlines."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from aimass.errors import AimassError
+from aimass.gateway.deadline import Deadlines
 from aimass.gateway.gateway import key_from_headers
 from aimass.gateway.keys import digest, parse_expiry, parse_quota, parse_role
 from aimass.gateway.ratelimit import MemoryLimiter, Policy, quota_window
@@ -126,3 +128,20 @@ def test_parsers_name_what_was_wrong() -> None:
 
 def test_digest_is_sha256_hex() -> None:
     assert digest("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_deadlines_cancel_late_tasks_on_each_new_event_loop() -> None:
+    deadlines = Deadlines(0.05)
+
+    async def late() -> bool:
+        task = deadlines.start()
+        try:
+            await asyncio.sleep(2)
+        except asyncio.CancelledError:
+            return deadlines.finish(task)  # True: its deadline cancelled it
+        return deadlines.finish(task)
+
+    # A loop that ends with the sweep timer pending must not leave the next
+    # loop without one (as a server's restart or a second test would).
+    assert asyncio.run(late()) is True
+    assert asyncio.run(late()) is True
