@@ -1,16 +1,20 @@
-"""Child processes for bench/serve.py: spawn, wait on a line or on readiness, measure, stop."""
+"""Child processes for the bench scripts: the aimass command, the demo models, spawn, wait, stop."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from _workloads import MODELS
 
 READY_TIMEOUT_S = 180.0
 
@@ -118,3 +122,27 @@ def _tree(pid: int) -> list[int]:
             for child in (task / "children").read_text().split():
                 found.extend(_tree(int(child)))
     return found
+
+
+def aimass_executable() -> Path:
+    """The ``aimass`` command of the Python running the bench."""
+    beside = Path(sys.executable).with_name("aimass")
+    if beside.exists():
+        return beside
+    found = shutil.which("aimass")
+    if found is None:
+        raise SystemExit("the aimass command is not installed (pip install -e '.[all]')")
+    return Path(found)
+
+
+def register_demo(aimass_bin: Path, env: dict[str, str]) -> None:
+    """``aimass demo`` in the ``AIMASS_HOME`` of ``env``; exits unless every bench model is in."""
+    done = subprocess.run(
+        [str(aimass_bin), "demo", "--json"], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"aimass demo failed:\n{done.stdout}\n{done.stderr}")
+    report = json.loads(done.stdout)
+    missing = [m for m in MODELS if report.get(m, {}).get("status") != "registered"]
+    if missing:
+        raise SystemExit(f"demo models not registered: {missing}: {report}")

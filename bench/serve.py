@@ -30,7 +30,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 import httpx
 from _loadgen import run_loadgen, run_wrk, wrk_script
-from _process import READY_TIMEOUT_S, Child, pss_kb, wait_ready
+from _process import READY_TIMEOUT_S, Child, aimass_executable, pss_kb, register_demo, wait_ready
 from _report import evaluate, report
 from _roles import child_floor, child_plain, child_raw, child_raw_batch
 from _workloads import CONNECTIONS, MODELS, WORKLOADS, Workload
@@ -62,7 +61,7 @@ class Bench:
         self.pinned = len(cpus) >= 2 and have_taskset
         self.server_core: int | None = cpus[0] if self.pinned else None
         self.load_core: int | None = cpus[1] if self.pinned else None
-        self.aimass_bin = _aimass_executable()
+        self.aimass_bin = aimass_executable()
         use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
         if args.loadgen == "wrk" and not shutil.which("wrk"):
             raise SystemExit("--loadgen wrk: wrk is not installed (apt-get install wrk)")
@@ -95,19 +94,7 @@ class Bench:
 
     def register(self) -> None:
         self.log(f"registering the demo models in {self.home}")
-        done = subprocess.run(
-            [str(self.aimass_bin), "demo", "--json"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"aimass demo failed:\n{done.stdout}\n{done.stderr}")
-        report = json.loads(done.stdout)
-        missing = [m for m in MODELS if report.get(m, {}).get("status") != "registered"]
-        if missing:
-            raise SystemExit(f"demo models not registered: {missing}: {report}")
+        register_demo(self.aimass_bin, self.env)
 
     def raw_budget(self) -> float:
         return 0.3 if self.args.quick else 1.0
@@ -279,16 +266,6 @@ def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": sum(r["errors"] for r in runs),
         "runs": runs,
     }
-
-
-def _aimass_executable() -> Path:
-    beside = Path(sys.executable).with_name("aimass")
-    if beside.exists():
-        return beside
-    found = shutil.which("aimass")
-    if found is None:
-        raise SystemExit("the aimass command is not installed (pip install -e '.[all]')")
-    return Path(found)
 
 
 def main(argv: list[str] | None = None) -> int:
