@@ -41,6 +41,11 @@ class Deadlines:
             self._sweeper = loop.call_later(self._tick, self._sweep, loop)
         return task
 
+    @property
+    def watching(self) -> int:
+        """How many requests are on the clock."""
+        return len(self._due)
+
     def finish(self, task: asyncio.Task[Any]) -> bool:
         """Stop ``task``'s clock; True if its deadline cancelled it (now uncancelled)."""
         self._due.pop(task, None)

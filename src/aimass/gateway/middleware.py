@@ -88,6 +88,9 @@ class GatewayLayer:
             if not deadlines.finish(task):
                 raise  # the client left or the server is stopping
             status: int | None = await self._late(scope, receive, send, watched)
+        except BaseException:
+            deadlines.finish(task)  # a request that failed must not stay on the clock
+            raise
         else:
             deadlines.finish(task)
             status = watched.status

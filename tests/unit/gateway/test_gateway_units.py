@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aimass.errors import AimassError
+from aimass.gateway.audit import AuditLog
 from aimass.gateway.deadline import Deadlines
-from aimass.gateway.gateway import key_from_headers
-from aimass.gateway.keys import digest, parse_expiry, parse_quota, parse_role
+from aimass.gateway.gateway import Gateway, key_from_headers
+from aimass.gateway.keys import KeyStore, digest, parse_expiry, parse_quota, parse_role
+from aimass.gateway.middleware import GatewayLayer
 from aimass.gateway.ratelimit import MemoryLimiter, Policy, quota_window
 from aimass.gateway.roles import Role, classify, in_scope
+from aimass.registry.database import open_engine
+from aimass.settings import GatewaySettings
 
 
 class Clock:
@@ -145,3 +151,27 @@ def test_deadlines_cancel_late_tasks_on_each_new_event_loop() -> None:
     # loop without one (as a server's restart or a second test would).
     assert asyncio.run(late()) is True
     assert asyncio.run(late()) is True
+
+
+def test_a_request_that_fails_leaves_the_deadline_clock(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    gateway = Gateway(
+        GatewaySettings(), keys=KeyStore(engine), audit=AuditLog(engine), limiter=MemoryLimiter()
+    )
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("the app failed")  # as Starlette re-raises after its 500
+
+    layer = GatewayLayer(failing, gateway, max_body_bytes=1024)
+    scope = {"type": "http", "method": "GET", "path": "/v2", "headers": []}
+
+    async def request() -> None:
+        with pytest.raises(RuntimeError, match="the app failed"):
+            await layer(scope, _never, _never)
+
+    asyncio.run(request())
+    assert layer.deadlines.watching == 0
+
+
+async def _never(*args: Any) -> Any:
+    raise AssertionError("not called")
