@@ -116,17 +116,21 @@ class _InferFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            if path.startswith("/v2/models/") and path.endswith("/infer"):
-                parts = path[len("/v2/models/") : -len("/infer")].split("/")
-                params: dict[str, str] | None = None
-                if len(parts) == 1 and parts[0]:
-                    params = {"name": parts[0]}
-                elif len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
-                    params = {"name": parts[0], "version": parts[2]}
-                if params is not None:
-                    scope["app"] = self.app
-                    scope["path_params"] = params
-                    await self.infer(scope, receive, send)
-                    return
+            params = _infer_params(scope["path"])
+            if params is not None:
+                scope["app"] = self.app
+                scope["path_params"] = params
+                await self.infer(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+def _infer_params(path: str) -> dict[str, str] | None:
+    if not (path.startswith("/v2/models/") and path.endswith("/infer")):
+        return None
+    parts = path[len("/v2/models/") : -len("/infer")].split("/")
+    if len(parts) == 1 and parts[0]:
+        return {"name": parts[0]}
+    if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+        return {"name": parts[0], "version": parts[2]}
+    return None

@@ -175,11 +175,10 @@ async def send_success(
 ) -> None:
     """:func:`success_response` sent straight as ASGI messages, for the hot path."""
     extra = headers or []
-    if accept_encoding is not None and len(body) >= gzip_min_bytes:  # else no call at all
-        compressed = _gzipped(body, accept_encoding, gzip_min_bytes)
-        if compressed is not None:
-            body = compressed
-            extra = [*extra, *_GZIP]
+    compressed = _gzipped(body, accept_encoding, gzip_min_bytes)
+    if compressed is not None:
+        body = compressed
+        extra = [*extra, *_GZIP]
     await send(
         {
             "type": "http.response.start",

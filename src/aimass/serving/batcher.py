@@ -161,9 +161,7 @@ class Batcher:
         if self._worker is None:
             self._worker = loop.create_task(self._run(), name=f"aimass-batcher-{self.name}")
         elif self._waiting_for_any or self._queued_rows >= self.max_batch_size:
-            waiter = self._waiter  # _wake(), inline: this runs per request
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._wake()
         if deadline is not None and deadline < self._sweep_at:
             self._arm(loop, deadline)
         return await future
