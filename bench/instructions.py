@@ -97,10 +97,9 @@ def child(requests: int) -> None:
     from _roles import _floor_app
 
     import aimass
-    from aimass.gateway.gateway import Gateway
+    from aimass.app import create_app
     from aimass.registry import Registry
-    from aimass.server import create_app
-    from aimass.serving import Engine
+    from aimass.serving import build_engine
     from aimass.serving.executor import Executor
     from aimass.settings import Settings
 
@@ -113,11 +112,8 @@ def child(requests: int) -> None:
     asyncio.set_event_loop(loop)
     settings = Settings()
     registry = Registry.from_settings(settings)
-    engine = Engine(registry, settings.serving)
-    gateway = Gateway.from_settings(settings, registry.store.engine)
-    app = create_app(
-        settings, engine=engine, registry=registry, gateway=gateway, manage_engine=False
-    )
+    engine = build_engine(registry, settings.serving)
+    app = create_app(settings, engine=engine, registry=registry, manage_engine=False)
     loop.run_until_complete(engine.start([w.model for w in OIP]))
 
     def served(target: Any, w: Workload) -> Callable[[], object]:
@@ -153,10 +149,15 @@ def _counted(out: Path) -> list[int]:
 
 
 def count(
-    version: str, src: Path | None, env: dict[str, str], work: Path, requests: int
+    version: str, tree: Path | None, env: dict[str, str], work: Path, requests: int
 ) -> dict[str, float]:
-    """Instructions per request (per row for the model) of each stage, for one version."""
+    """Instructions per request (per row for the model) of each stage, for one version.
+
+    An earlier version (``tree``, a checkout of it) is counted by its own
+    child, which knows how to assemble that version's app.
+    """
     out = work / f"callgrind.{version.replace('/', '_')}"
+    script = HERE if tree is None else tree / "bench" / HERE.name
     argv = [
         "valgrind",
         "--tool=callgrind",
@@ -165,14 +166,14 @@ def count(
         f"--dump-after={TOGGLE}",
         f"--callgrind-out-file={out}",
         sys.executable,
-        str(HERE),
+        str(script),
         "--child",
         "--requests",
         str(requests),
     ]
     child_env = {**env, "AIMASS_SERVING__MAX_DELAY_MS": "0"}
-    if src is not None:
-        child_env["PYTHONPATH"] = str(src)
+    if tree is not None:
+        child_env["PYTHONPATH"] = str(tree / "src")
     done = subprocess.run(argv, env=child_env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{version}: the counting child failed:\n{done.stderr[-3000:]}")
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 check=True,
             )
-            versions.append((args.against, tree / "src"))
+            versions.append((args.against, tree))
         print(
             f"counting {len(versions)} version(s) under callgrind, a few minutes each",
             file=sys.stderr,
@@ -228,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             # One version per core: each count is one single-threaded valgrind process.
             with ThreadPoolExecutor(max_workers=len(versions)) as pool:
                 counts = {
-                    name: pool.submit(count, name, src, env, work, args.requests)
-                    for name, src in versions
+                    name: pool.submit(count, name, checkout, env, work, args.requests)
+                    for name, checkout in versions
                 }
                 results = {name: future.result() for name, future in counts.items()}
         finally:

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,13 +86,13 @@ BACKENDS = ["sqlite-local", "postgres-local", "sqlite-s3", "postgres-s3"]
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings for a fresh registry on each metadata and artifact backend pair."""
     database, artifacts = str(request.param).split("-")
-    registry = RegistrySettings()
+    registry: dict[str, Any] = {}
     if database == "postgres":
-        registry.database_url = request.getfixturevalue("postgres_database")()
+        registry["database_url"] = request.getfixturevalue("postgres_database")()
     if artifacts == "s3":
-        registry.artifact_url = f"s3://{request.getfixturevalue('s3_bucket')}/models"
-        registry.s3_endpoint_url = request.getfixturevalue("s3_endpoint")
-    return Settings(home=tmp_path / "home", registry=registry)
+        registry["artifact_url"] = f"s3://{request.getfixturevalue('s3_bucket')}/models"
+        registry["s3_endpoint_url"] = request.getfixturevalue("s3_endpoint")
+    return Settings(home=tmp_path / "home", registry=RegistrySettings(**registry))
 
 
 @pytest.fixture

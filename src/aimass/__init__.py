@@ -7,12 +7,15 @@ loaded.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aimass.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from aimass.contract.manifest import Lineage, LineageMethod
+    from aimass.contract.signature import Signature, Task, TensorSpec
     from aimass.errors import AimassError, ErrorCode
-    from aimass.registry import Lineage, LineageMethod, Registry, Signature, Task, TensorSpec
+    from aimass.registry import Registry
     from aimass.runtimes.custom import PythonModel
     from aimass.sdk import (
         default_registry,
@@ -26,6 +29,29 @@ if TYPE_CHECKING:
         tag,
     )
     from aimass.settings import Settings
+
+_SDK = "aimass.sdk"
+_LOCATIONS = {
+    "AimassError": "aimass.errors",
+    "ErrorCode": "aimass.errors",
+    "Lineage": "aimass.contract.manifest",
+    "LineageMethod": "aimass.contract.manifest",
+    "PythonModel": "aimass.runtimes.custom",
+    "Registry": "aimass.registry",
+    "Settings": "aimass.settings",
+    "Signature": "aimass.contract.signature",
+    "Task": "aimass.contract.signature",
+    "TensorSpec": "aimass.contract.signature",
+    "default_registry": _SDK,
+    "delete": _SDK,
+    "get_model": _SDK,
+    "list_models": _SDK,
+    "list_versions": _SDK,
+    "load": _SDK,
+    "register": _SDK,
+    "set_alias": _SDK,
+    "tag": _SDK,
+}
 
 __all__ = [
     "AimassError",
@@ -49,23 +75,4 @@ __all__ = [
     "tag",
 ]
 
-_LOCATIONS = {
-    "AimassError": "aimass.errors",
-    "ErrorCode": "aimass.errors",
-    "Lineage": "aimass.registry",
-    "LineageMethod": "aimass.registry",
-    "Registry": "aimass.registry",
-    "Signature": "aimass.registry",
-    "Task": "aimass.registry",
-    "TensorSpec": "aimass.registry",
-    "PythonModel": "aimass.runtimes.custom",
-    "Settings": "aimass.settings",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LOCATIONS:
-        return getattr(importlib.import_module(_LOCATIONS[name]), name)
-    if name in __all__:
-        return getattr(importlib.import_module("aimass.sdk"), name)
-    raise AttributeError(f"module 'aimass' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LOCATIONS)

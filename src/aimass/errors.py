@@ -40,11 +40,17 @@ class ErrorCode(StrEnum):
 
 @dataclass(frozen=True)
 class ErrorSpec:
-    """How one code is reported: HTTP status, OpenAI error type, retryability."""
+    """How one code is reported: HTTP status, OpenAI error type, retryability.
+
+    ``public`` is what a client is told for a server-side failure whose own
+    message names the server's insides (a store's path, a missing package);
+    the message itself goes to the log. None: the message is fit to show.
+    """
 
     http_status: int
     openai_type: str
     retryable: bool
+    public: str | None = None
 
 
 CATALOG: dict[ErrorCode, ErrorSpec] = {
@@ -53,9 +59,13 @@ CATALOG: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.ALREADY_EXISTS: ErrorSpec(409, "invalid_request_error", False),
     ErrorCode.CONFLICT: ErrorSpec(409, "invalid_request_error", False),
     # A corrupted artifact is the server's problem, not the client's.
-    ErrorCode.INTEGRITY: ErrorSpec(500, "server_error", False),
+    ErrorCode.INTEGRITY: ErrorSpec(
+        500, "server_error", False, "a model artifact failed its integrity check"
+    ),
     ErrorCode.UNSUPPORTED: ErrorSpec(400, "invalid_request_error", False),
-    ErrorCode.MISSING_EXTRA: ErrorSpec(501, "server_error", False),
+    ErrorCode.MISSING_EXTRA: ErrorSpec(
+        501, "server_error", False, "this model needs a framework the server does not have"
+    ),
     ErrorCode.UNSAFE_FORMAT: ErrorSpec(403, "permission_error", False),
     ErrorCode.UNAUTHENTICATED: ErrorSpec(401, "authentication_error", False),
     ErrorCode.PERMISSION_DENIED: ErrorSpec(403, "permission_error", False),
@@ -65,7 +75,7 @@ CATALOG: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.PAYLOAD_TOO_LARGE: ErrorSpec(413, "invalid_request_error", False),
     ErrorCode.METHOD_NOT_ALLOWED: ErrorSpec(405, "invalid_request_error", False),
     ErrorCode.TIMEOUT: ErrorSpec(504, "server_error", True),
-    ErrorCode.INTERNAL: ErrorSpec(500, "server_error", False),
+    ErrorCode.INTERNAL: ErrorSpec(500, "server_error", False, "internal server error"),
 }
 
 
@@ -86,6 +96,22 @@ class AimassError(Exception):
     def spec(self) -> ErrorSpec:
         """The catalog entry for this error's code."""
         return CATALOG[self.code]
+
+    @property
+    def public_message(self) -> str:
+        """What a remote client may be told: the catalog's public text, else the message."""
+        public = CATALOG[self.code].public
+        return self.message if public is None else public
+
+    def copy(self) -> AimassError:
+        """The same error as a new exception, with the same cause.
+
+        For the many waiters of one failure (a batch, a load): raising one
+        exception object in many tasks would grow one shared traceback.
+        """
+        fresh = AimassError(self.code, self.message, **self.details)
+        fresh.__cause__ = self.__cause__
+        return fresh
 
     def __repr__(self) -> str:
         return f"AimassError({self.code.value!r}, {self.message!r})"

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
+from aimass.contract.reference import ModelRef
 from aimass.registry.records import ModelInfo, VersionInfo
-from aimass.registry.registry import Registry, parse_ref
+from aimass.registry.registry import Registry
 from aimass.runtimes.model import LoadedModel
 from aimass.settings import load_settings
 
@@ -48,7 +49,7 @@ def load(name: str, version: int | None = None, *, alias: str | None = None) -> 
     or a reference: ``load("iris:2")``, ``load("iris@production")``.
     """
     if version is None and alias is None:
-        name, version, alias = parse_ref(name)
+        name, version, alias = ModelRef.parse(name)
     return default_registry().load(name, version, alias=alias)
 
 

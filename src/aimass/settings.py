@@ -4,6 +4,7 @@ Settings are built once (``Settings()`` reads ``AIMASS_*`` variables, nested
 sections with ``__``: ``AIMASS_REGISTRY__DATABASE_URL``) and passed down to
 whatever needs them; nothing else looks at ``os.environ``. Unknown keys are
 errors so a typo in a variable name or a config file is never silently ignored.
+URLs that may carry a password are :class:`~pydantic.SecretStr`, never printed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -27,16 +28,17 @@ __all__ = [
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Frozen: settings are built once, at start-up, and only read after that.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RegistrySettings(_Section):
     """Where the model library keeps its metadata and artifacts."""
 
-    database_url: str | None = Field(
+    database_url: SecretStr | None = Field(
         default=None,
         description="SQLAlchemy URL; default sqlite:///$AIMASS_HOME/registry.db. "
-        "PostgreSQL: postgresql+psycopg://user@host/db",
+        "PostgreSQL: postgresql+psycopg://user@host/db (a secret: it may hold a password)",
     )
     artifact_url: str | None = Field(
         default=None,
@@ -194,8 +196,9 @@ class GatewaySettings(_Section):
         description="memory: limits per server process; redis: shared by every process "
         "using the same Redis",
     )
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="Redis for the redis rate-limit backend"
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis for the redis rate-limit backend (a secret: it may hold a password)",
     )
     redis_prefix: str = Field(default="aimass:", description="Prefix of every Redis key")
     redis_timeout_s: float = Field(
@@ -236,7 +239,7 @@ class Settings(BaseSettings):
     """The root of the configuration tree."""
 
     model_config = SettingsConfigDict(
-        env_prefix="AIMASS_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="AIMASS_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     home: Path = Field(
@@ -250,8 +253,9 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     def database_url(self) -> str:
-        """The registry database URL, defaulting to SQLite under ``home``."""
-        return self.registry.database_url or f"sqlite:///{self.home / 'registry.db'}"
+        """The product database URL, defaulting to SQLite under ``home``."""
+        url = self.registry.database_url
+        return f"sqlite:///{self.home / 'registry.db'}" if url is None else url.get_secret_value()
 
     def artifact_url(self) -> str:
         """The artifact store location, defaulting to a directory under ``home``."""

@@ -18,8 +18,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
+from aimass.contract.manifest import Lineage, LineageMethod
+from aimass.contract.signature import Datatype, Signature, TensorSpec
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry import Datatype, Lineage, LineageMethod, Registry, Signature, TensorSpec
+from aimass.registry import Registry
 from aimass.settings import Settings
 
 
@@ -38,7 +40,7 @@ def clf(iris: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]) -> Any:
 def _env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ, AIMASS_HOME=str(settings.home))
     if settings.registry.database_url:
-        env["AIMASS_REGISTRY__DATABASE_URL"] = settings.registry.database_url
+        env["AIMASS_REGISTRY__DATABASE_URL"] = settings.database_url()
     if settings.registry.artifact_url:
         env["AIMASS_REGISTRY__ARTIFACT_URL"] = settings.registry.artifact_url
     if settings.registry.s3_endpoint_url:

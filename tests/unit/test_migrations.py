@@ -9,16 +9,17 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-import aimass.gateway.tables  # the gateway's tables live in the same schema
-import aimass.lifecycle.tables  # noqa: F401  (so do the lifecycle's runs)
-from aimass.registry import database
-from aimass.registry.database import HEAD_REVISION, open_engine
-from aimass.registry.tables import Base
+import aimass.gateway.tables  # every package's tables live in one schema
+import aimass.lifecycle.tables
+import aimass.migrations
+import aimass.registry.tables
+from aimass.db.base import Base
+from aimass.db.database import HEAD_REVISION, open_engine
 
 
 def test_head_revision_constant_is_alembics_head() -> None:
     config = Config()
-    config.set_main_option("script_location", str(Path(database.__file__).with_name("migrations")))
+    config.set_main_option("script_location", str(Path(aimass.migrations.__path__[0])))
     assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
 
 

@@ -21,8 +21,18 @@ def test_environment_sets_nested_sections(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("AIMASS_REGISTRY__DATABASE_URL", "postgresql+psycopg://u@h/db")
     monkeypatch.setenv("AIMASS_SERVER__PORT", "9001")
     settings = load_settings()
-    assert settings.registry.database_url == "postgresql+psycopg://u@h/db"
+    assert settings.database_url() == "postgresql+psycopg://u@h/db"
     assert settings.server.port == 9001
+
+
+def test_urls_that_may_hold_passwords_are_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIMASS_REGISTRY__DATABASE_URL", "postgresql+psycopg://u:hunter2@h/db")
+    monkeypatch.setenv("AIMASS_GATEWAY__REDIS_URL", "redis://:hunter3@h:6379/0")
+    settings = load_settings()
+    for shown in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "hunter2" not in shown and "hunter3" not in shown
+    assert "hunter2" in settings.database_url()
+    assert "hunter3" in settings.gateway.redis_url.get_secret_value()
 
 
 def test_file_then_environment_then_overrides(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aimass.contract.signature import Datatype, Signature, TensorSpec, infer_spec
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.signature import Datatype, Signature, TensorSpec, infer_spec
 
 
 @pytest.mark.parametrize("datatype", [d for d in Datatype if d is not Datatype.BYTES])

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from aimass.cli.output import console, emit_json
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json
 
 __all__ = ["app"]
 
@@ -15,6 +16,7 @@ app = typer.Typer(help="Point aliases at versions, with promotion gates.", no_ar
 
 @app.command("set")
 def set_alias(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model name")],
     alias: Annotated[str, typer.Argument(help="Alias name, e.g. production")],
     version: Annotated[int, typer.Argument(help="Version to point at")],
@@ -25,16 +27,15 @@ def set_alias(
             help="Gate METRIC>=NUMBER on the version's recorded evaluation (repeatable)",
         ),
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Point ALIAS at VERSION; with --require, only if the recorded evaluation passes."""
     from aimass.gateway.audit import record_cli_action
     from aimass.lifecycle.gates import Requirement, promote
     from aimass.lifecycle.runs import RunStore
-    from aimass.sdk import default_registry
 
     requirements = [Requirement.parse(text) for text in require or []]
-    registry = default_registry()
+    registry = state(ctx).registry
     previous = promote(registry, RunStore.of(registry), model, alias, version, requirements)
     record_cli_action(
         registry,
@@ -61,14 +62,14 @@ def set_alias(
 
 @app.command("delete")
 def delete_alias(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model name")],
     alias: Annotated[str, typer.Argument(help="Alias name")],
 ) -> None:
     """Remove an alias."""
     from aimass.gateway.audit import record_cli_action
-    from aimass.sdk import default_registry
 
-    registry = default_registry()
+    registry = state(ctx).registry
     registry.delete_alias(model, alias)
     record_cli_action(registry, "models.alias.delete", f"{model}@{alias}")
     console.print(f"{model}@{alias} removed")

@@ -1,11 +1,16 @@
 """The ``aimass`` command: the root of the verb groups and the one place errors are shown.
 
-Every command raises :class:`AimassError` for a user's mistake; :func:`main`
-prints it as one line (no traceback) and exits 1. Anything else is a bug and
-keeps its traceback.
+The root callback takes ``--config`` (also ``AIMASS_CONFIG``), so every verb
+reads the same settings, built once (:mod:`aimass.cli.context`). Every command
+raises :class:`AimassError` for a user's mistake; :func:`main` prints it as
+one line (no traceback) and exits 1. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -23,6 +28,7 @@ from aimass.cli import (
     train,
     tune,
 )
+from aimass.cli.context import CliContext
 from aimass.cli.output import error_console
 from aimass.errors import AimassError
 
@@ -34,6 +40,27 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="AIMASS_CONFIG",
+            help="YAML settings file (environment variables win over it)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """aimass: a model library, server and toolbox for every framework."""
+    state = CliContext(config)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.command("audit")(keys.audit)

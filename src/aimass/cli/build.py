@@ -7,23 +7,24 @@ from typing import Annotated
 
 import typer
 
-from aimass.cli.output import console, emit_json
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json
 
 __all__ = ["build"]
 
 
 def build(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="MODEL:VERSION, MODEL@ALIAS or MODEL (latest)")],
     out: Annotated[
         Path | None, typer.Option(help="Directory to write [default: build/MODEL-VERSION]")
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Write a Dockerfile, pinned requirements and the version's artifact into a directory."""
     from aimass.lifecycle.build import build_context
-    from aimass.sdk import default_registry
 
-    registry = default_registry()
+    registry = state(ctx).registry
     info = registry.resolve(ref)
     directory = out or Path("build") / f"{info.model}-{info.version}"
     built = build_context(registry, info.ref, directory)

@@ -7,24 +7,25 @@ from typing import Annotated
 
 import typer
 
-from aimass.cli.output import console, emit_json
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json
 
 __all__ = ["card"]
 
 
 def card(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="MODEL:VERSION, MODEL@ALIAS or MODEL (latest)")],
     out: Annotated[
         Path | None, typer.Option(help="Directory to write [default: cards/MODEL-VERSION]")
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Write card.md, card.html and the ROC and confusion matrix plots of a version."""
     from aimass.lifecycle.card import write_card
     from aimass.lifecycle.runs import RunStore
-    from aimass.sdk import default_registry
 
-    registry = default_registry()
+    registry = state(ctx).registry
     info = registry.resolve(ref)
     directory = out or Path("cards") / f"{info.model}-{info.version}"
     files = write_card(RunStore.of(registry), info, directory)

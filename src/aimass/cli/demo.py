@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
-from aimass.cli.output import console, emit_json, error_console
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json, error_console
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry import Registry, VersionInfo
-from aimass.sdk import default_registry
 
 __all__ = ["DEMO_MODELS", "demo", "register_demo_models"]
 
@@ -95,11 +95,12 @@ def register_demo_models(registry: Registry, *, force: bool = False) -> dict[str
 
 
 def demo(
+    ctx: typer.Context,
     force: Annotated[bool, typer.Option(help="Register new versions even if present")] = False,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Register the demo models: iris (scikit-learn), digits-mlp (PyTorch), iris-onnx, minilm."""
-    report = register_demo_models(default_registry(), force=force)
+    report = register_demo_models(state(ctx).registry, force=force)
     if json:
         emit_json(report)
         return

@@ -7,13 +7,15 @@ from typing import Annotated
 
 import typer
 
-from aimass.cli.output import console, emit_json, table
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json, table
 from aimass.cli.train import metrics_table
 
 __all__ = ["evaluate"]
 
 
 def evaluate(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="MODEL:VERSION, MODEL@ALIAS or MODEL (latest)")],
     data: Annotated[Path, typer.Argument(help="A .csv or .parquet file with the target column")],
     target: Annotated[
@@ -22,14 +24,13 @@ def evaluate(
     metric: Annotated[
         list[str] | None, typer.Option(help="Metric to compute (repeatable) [default: all]")
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Evaluate a version as it is served, and record the evaluation as a run."""
     from aimass.lifecycle.assessment import assess
     from aimass.lifecycle.runs import RunStore
-    from aimass.sdk import default_registry
 
-    registry = default_registry()
+    registry = state(ctx).registry
     result = assess(registry, RunStore.of(registry), ref, data, target=target, metrics=metric)
     evaluation = result.evaluation
     if json:

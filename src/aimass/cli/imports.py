@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from aimass.cli.output import console, emit_json
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json
 
 __all__ = ["app"]
 
@@ -21,6 +22,7 @@ def _group() -> None:
 
 @app.command()
 def mlflow(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="An MLflow model directory (with an MLmodel file)")],
     name: Annotated[
         str | None, typer.Option(help="Model name [default: the directory's name]")
@@ -29,13 +31,12 @@ def mlflow(
         bool,
         typer.Option("--trust", help="Trust every type in a skops file (you trust its author)"),
     ] = False,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Register an MLflow model (sklearn or python_function flavor), keeping its signature."""
     from aimass.lifecycle.mlflow_import import import_mlflow
-    from aimass.sdk import default_registry
 
-    info = import_mlflow(default_registry(), path, name or path.resolve().name, trust_types=trust)
+    info = import_mlflow(state(ctx).registry, path, name or path.resolve().name, trust_types=trust)
     if json:
         emit_json(info)
         return

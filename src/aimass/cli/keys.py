@@ -1,44 +1,37 @@
 """``aimass keys …`` and ``aimass audit``: API keys and the audit log, straight from the database.
 
-Whoever can open the registry database is its administrator, so these
+Whoever can open the product database is its administrator, so these
 commands need no key; they are how the first admin key is made. Each change
 is written to the audit log as ``cli:<user>`` from ``cli@<host>``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from aimass.cli.output import emit_json, error_console, table
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, emit_json, error_console, show
 from aimass.errors import AimassError, ErrorCode
 from aimass.gateway.audit import AuditLog, cli_actor
 from aimass.gateway.keys import KeyStore, parse_expiry, parse_quota, parse_role
-from aimass.registry.database import open_engine
-from aimass.settings import Settings, load_settings
 
 __all__ = ["app", "audit"]
 
 app = typer.Typer(help="Manage API keys (shown once, stored as a hash).", no_args_is_help=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 
-
-@contextmanager
-def _stores() -> Iterator[tuple[Settings, KeyStore, AuditLog]]:
-    settings = load_settings()
-    engine = open_engine(settings.database_url())
-    try:
-        yield settings, KeyStore(engine), AuditLog(engine)
-    finally:
-        engine.dispose()
+def _stores(ctx: typer.Context) -> tuple[str, KeyStore, AuditLog]:
+    """The CLI user, and the key table and audit log of the product database."""
+    cli = state(ctx)
+    database = cli.registry.database
+    return cli.settings.user, KeyStore(database), AuditLog(database)
 
 
 @app.command("create")
 def create(
+    ctx: typer.Context,
     name: Annotated[str, typer.Option(help="What the key is for (shown in lists and logs)")],
     role: Annotated[str, typer.Option(help="invoker, deployer or admin")],
     models: Annotated[
@@ -64,26 +57,26 @@ def create(
     parsed_role = parse_role(role)
     parsed_quota = None if quota is None else parse_quota(quota)
     expires_at = None if expires is None else parse_expiry(expires)
-    with _stores() as (settings, keys, audit):
-        actor, source = cli_actor(settings.user)
-        new = keys.create(
-            name=name,
-            role=parsed_role,
-            created_by=actor,
-            models=models or [],
-            rate=rate,
-            burst=burst,
-            per_model=per_model,
-            quota=parsed_quota,
-            expires_at=expires_at,
-        )
-        audit.record(
-            actor=actor,
-            action="keys.create",
-            target=new.key.id,
-            source=source,
-            detail={"name": new.key.name, "role": new.key.role.value},
-        )
+    user, keys, audit = _stores(ctx)
+    actor, source = cli_actor(user)
+    new = keys.create(
+        name=name,
+        role=parsed_role,
+        created_by=actor,
+        models=models or [],
+        rate=rate,
+        burst=burst,
+        per_model=per_model,
+        quota=parsed_quota,
+        expires_at=expires_at,
+    )
+    audit.record(
+        actor=actor,
+        action="keys.create",
+        target=new.key.id,
+        source=source,
+        detail={"name": new.key.name, "role": new.key.role.value},
+    )
     if json:
         emit_json({"key": new.key.public(), "secret": new.secret})
         return
@@ -95,70 +88,62 @@ def create(
 
 
 @app.command("list")
-def list_keys(json: JsonFlag = False) -> None:
+def list_keys(ctx: typer.Context, json: JsonFlag = False) -> None:
     """List keys (never their secrets), revoked and expired ones included."""
-    with _stores() as (_, keys, _audit):
-        found = [key.public() for key in keys.list()]
-    if json:
-        emit_json(found)
-        return
-    table(
+    show(
+        [key.public() for key in _stores(ctx)[1].list()],
+        json,
         "API keys",
         ["id", "name", "prefix", "role", "models", "rate/burst", "quota", "expires", "status"],
-        [
-            (
-                k["id"],
-                k["name"],
-                k["prefix"] + "…",
-                k["role"],
-                ", ".join(k["models"]) or "all",
-                None if k["rate"] is None else f"{k['rate']:g}/s, {k['burst']}",
-                k["quota"],
-                k["expires_at"],
-                k["status"],
-            )
-            for k in found
-        ],
+        lambda k: (
+            k["id"],
+            k["name"],
+            k["prefix"] + "…",
+            k["role"],
+            ", ".join(k["models"]) or "all",
+            None if k["rate"] is None else f"{k['rate']:g}/s, {k['burst']}",
+            k["quota"],
+            k["expires_at"],
+            k["status"],
+        ),
     )
 
 
 @app.command("revoke")
 def revoke(
+    ctx: typer.Context,
     key: Annotated[str, typer.Argument(help="The key's id (key_…) or its unique name")],
 ) -> None:
     """Revoke a key; servers stop accepting it within gateway.key_refresh_s."""
-    with _stores() as (settings, keys, audit):
-        key_id = key
-        if not any(k.id == key for k in keys.list()):
-            named = [k.id for k in keys.list() if k.name == key and k.revoked_at is None]
-            if len(named) > 1:
-                raise AimassError(
-                    ErrorCode.CONFLICT, f"{len(named)} keys are named {key!r}: give the id"
-                )
-            key_id = named[0] if named else key
-        revoked = keys.revoke(key_id)
-        actor, source = cli_actor(settings.user)
-        audit.record(actor=actor, action="keys.revoke", target=revoked.id, source=source)
+    user, keys, audit = _stores(ctx)
+    known = keys.list()
+    key_id = key
+    if not any(k.id == key for k in known):
+        named = [k.id for k in known if k.name == key and k.revoked_at is None]
+        if len(named) > 1:
+            raise AimassError(
+                ErrorCode.CONFLICT, f"{len(named)} keys are named {key!r}: give the id"
+            )
+        key_id = named[0] if named else key
+    revoked = keys.revoke(key_id)
+    actor, source = cli_actor(user)
+    audit.record(actor=actor, action="keys.revoke", target=revoked.id, source=source)
     error_console.print(f"revoked {revoked.id} ({revoked.name})")
 
 
 def audit(
+    ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="Newest events to show")] = 50,
     actor: Annotated[str | None, typer.Option(help="Only this key id (or cli:USER)")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action: keys.create, …")] = None,
     json: JsonFlag = False,
 ) -> None:
     """Show the audit log of management actions, newest first."""
-    with _stores() as (_, _keys, log):
-        events = [e.public() for e in log.list(limit=limit, actor=actor, action=action)]
-    if json:
-        emit_json(events)
-        return
-    table(
+    log = _stores(ctx)[2]
+    show(
+        [e.public() for e in log.list(limit=limit, actor=actor, action=action)],
+        json,
         "audit log",
         ["at", "actor", "action", "target", "source", "status"],
-        [(e["at"], e["actor"], e["action"], e["target"], e["source"], e["status"]) for e in events],
+        lambda e: (e["at"], e["actor"], e["action"], e["target"], e["source"], e["status"]),
     )
-
-
-app.command("audit")(audit)

@@ -7,26 +7,25 @@ from typing import Annotated, Any
 
 import typer
 
-from aimass.cli.output import console, emit_json, error_console, table
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json, error_console, show, table
+from aimass.contract.reference import ModelRef
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry import Registry, VersionInfo, parse_ref
-from aimass.sdk import default_registry
+from aimass.registry import Registry, VersionInfo
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Manage the model library.", no_args_is_help=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+
+def _registry(ctx: typer.Context) -> Registry:
+    return state(ctx).registry
 
 
-def _registry() -> Registry:
-    return default_registry()
-
-
-def _audit(action: str, target: str, **detail: Any) -> None:
+def _audit(ctx: typer.Context, action: str, target: str, **detail: Any) -> None:
     from aimass.gateway.audit import record_cli_action
 
-    record_cli_action(_registry(), action, target, **detail)
+    record_cli_action(_registry(ctx), action, target, **detail)
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
@@ -41,41 +40,38 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 @app.command("list")
 def list_models(
+    ctx: typer.Context,
     name: Annotated[str | None, typer.Option(help="Name glob or substring")] = None,
     tag: Annotated[str | None, typer.Option(help="KEY or KEY=VALUE")] = None,
     task: Annotated[str | None, typer.Option(help="classification, regression, …")] = None,
     json: JsonFlag = False,
 ) -> None:
     """List models."""
-    found = _registry().list_models(name=name, tag=tag, task=task)
-    if json:
-        emit_json(found)
-        return
-    table(
+    show(
+        _registry(ctx).list_models(name=name, tag=tag, task=task),
+        json,
         "models",
         ["name", "task", "latest", "versions", "aliases", "tags"],
-        [
-            (
-                m.name,
-                m.task,
-                m.latest_version,
-                m.version_count,
-                ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())),
-                ", ".join(f"{k}={v}" for k, v in sorted(m.tags.items())),
-            )
-            for m in found
-        ],
+        lambda m: (
+            m.name,
+            m.task,
+            m.latest_version,
+            m.version_count,
+            ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())),
+            ", ".join(f"{k}={v}" for k, v in sorted(m.tags.items())),
+        ),
     )
 
 
-@app.command()
-def show(
+@app.command("show")
+def show_model(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
     json: JsonFlag = False,
 ) -> None:
     """Show a model and its versions, or one version in full."""
-    registry = _registry()
-    name, version, alias = parse_ref(ref)
+    registry = _registry(ctx)
+    name, version, alias = ModelRef.parse(ref)
     if version is None and alias is None:
         model = registry.get_model(name)
         versions = registry.list_versions(name, include_archived=True)
@@ -127,6 +123,7 @@ def _print_version(info: VersionInfo) -> None:
 
 @app.command()
 def register(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Model name")],
     path: Annotated[
         Path, typer.Argument(help="A model file or directory (.onnx, .skops, .joblib, a HF dir…)")
@@ -143,7 +140,7 @@ def register(
     """Register a model file or directory as a new version."""
     if not path.exists():
         raise AimassError(ErrorCode.NOT_FOUND, f"{path} does not exist")
-    info = _registry().register(
+    info = _registry(ctx).register(
         _open_model(path),
         name,
         runtime=runtime,
@@ -152,7 +149,7 @@ def register(
         tags=_pairs(tag or []),
         sample_input=_read_sample(sample) if sample else None,
     )
-    _audit("models.register", info.ref, runtime=info.manifest.runtime)
+    _audit(ctx, "models.register", info.ref, runtime=info.manifest.runtime)
     if json:
         emit_json(info)
     else:
@@ -190,6 +187,7 @@ def _read_sample(path: Path) -> Any:
 
 @app.command()
 def alias(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Model name")],
     alias_name: Annotated[str | None, typer.Argument(metavar="ALIAS", help="Alias name")] = None,
     version: Annotated[int | None, typer.Argument(help="Version to point at")] = None,
@@ -198,7 +196,7 @@ def alias(
     json: JsonFlag = False,
 ) -> None:
     """Point an alias at a version (``alias iris production 3``), remove it, or show history."""
-    registry = _registry()
+    registry = _registry(ctx)
     if history or alias_name is None:
         events = registry.alias_history(name)
         if json:
@@ -215,7 +213,7 @@ def alias(
         return
     if delete:
         registry.delete_alias(name, alias_name)
-        _audit("models.alias.delete", f"{name}@{alias_name}")
+        _audit(ctx, "models.alias.delete", f"{name}@{alias_name}")
         result: dict[str, Any] = {"model": name, "alias": alias_name, "version": None}
     elif version is None:
         raise AimassError(
@@ -223,7 +221,7 @@ def alias(
         )
     else:
         previous = registry.set_alias(name, alias_name, version)
-        _audit("models.alias.set", f"{name}@{alias_name}", version=version, previous=previous)
+        _audit(ctx, "models.alias.set", f"{name}@{alias_name}", version=version, previous=previous)
         result = {"model": name, "alias": alias_name, "version": version, "previous": previous}
     if json:
         emit_json(result)
@@ -233,56 +231,59 @@ def alias(
 
 @app.command()
 def tag(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
     pairs: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE …")] = None,
     remove: Annotated[list[str] | None, typer.Option(help="Tag KEY to remove, repeatable")] = None,
 ) -> None:
     """Set or remove tags on a model or a version."""
-    name, version, alias = parse_ref(ref)
+    registry = _registry(ctx)
+    name, version, alias = ModelRef.parse(ref)
     if alias is not None:
-        version = _registry().get_version(name, alias=alias).version
-    registry = _registry()
+        version = registry.get_version(name, alias=alias).version
     if pairs:
         registry.set_tags(name, _pairs(pairs), version=version)
     for key in remove or []:
         registry.delete_tag(name, key, version=version)
-    _audit("models.tag", ref, set=_pairs(pairs or []), removed=remove or [])
+    _audit(ctx, "models.tag", ref, set=_pairs(pairs or []), removed=remove or [])
     console.print(f"tags of {ref} updated")
 
 
 @app.command()
 def archive(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
     restore: Annotated[bool, typer.Option("--restore", help="Undo an archive")] = False,
 ) -> None:
     """Archive a version (hidden from latest and listings) or restore it."""
-    name, version, _ = parse_ref(ref)
+    name, version, _ = ModelRef.parse(ref)
     if version is None:
         raise AimassError(ErrorCode.INVALID_INPUT, "archive takes NAME:VERSION")
-    registry = _registry()
+    registry = _registry(ctx)
     info = (
         registry.restore_version(name, version)
         if restore
         else registry.archive_version(name, version)
     )
-    _audit("models.restore" if restore else "models.archive", info.ref)
+    _audit(ctx, "models.restore" if restore else "models.archive", info.ref)
     console.print(f"{info.ref} is {info.status}")
 
 
 @app.command()
 def delete(
+    ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME:VERSION")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False,
 ) -> None:
     """Delete a version, or a whole model; refused while an alias points at it."""
-    name, version, _ = parse_ref(ref)
+    name, version, _ = ModelRef.parse(ref)
     what = f"{name}:{version}" if version is not None else f"model {name} and all its versions"
     if not yes and not typer.confirm(f"delete {what}?"):
         raise typer.Exit(1)
-    registry = _registry()
+    registry = _registry(ctx)
     if version is None:
         registry.delete_model(name)
     else:
         registry.delete_version(name, version)
-    _audit("models.delete", ref)
+    _audit(ctx, "models.delete", ref)
     console.print(f"deleted {what}")

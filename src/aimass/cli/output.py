@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 import orjson
+import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["console", "emit_json", "error_console", "table"]
+__all__ = ["JsonFlag", "console", "emit_json", "error_console", "show", "table"]
+
+_T = TypeVar("_T")
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+"""The ``--json`` option every command takes."""
 
 
 def emit_json(value: Any) -> None:
@@ -35,3 +41,17 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for row in rows:
         out.add_row(*("" if cell is None else str(cell) for cell in row))
     console.print(out)
+
+
+def show(
+    found: Sequence[_T],
+    json: bool,
+    title: str,
+    columns: Sequence[str],
+    row: Callable[[_T], Sequence[Any]],
+) -> None:
+    """A listing: ``found`` as JSON for scripts, else a table of one ``row`` per item."""
+    if json:
+        emit_json(found)
+        return
+    table(title, columns, [row(item) for item in found])

@@ -6,20 +6,17 @@ from typing import Annotated, Any
 
 import typer
 
-from aimass.cli.output import console, emit_json, table
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json, show, table
+from aimass.lifecycle.runs import RunStore
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Training, tuning and evaluation runs.", no_args_is_help=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 
-
-def _store() -> Any:
-    from aimass.lifecycle.runs import RunStore
-    from aimass.sdk import default_registry
-
-    return RunStore.of(default_registry())
+def _store(ctx: typer.Context) -> RunStore:
+    return RunStore.of(state(ctx).registry)
 
 
 def _value(value: Any) -> str:
@@ -30,34 +27,30 @@ def _value(value: Any) -> str:
 
 @app.command("list")
 def list_runs(
+    ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="Only this model's runs")] = None,
     kind: Annotated[str | None, typer.Option(help="train, tune or evaluate")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first")] = 50,
     json: JsonFlag = False,
 ) -> None:
     """List runs, newest first."""
-    found = _store().list(model=model, kind=kind, limit=limit)
-    if json:
-        emit_json(found)
-        return
-    table(
+    show(
+        _store(ctx).list(model=model, kind=kind, limit=limit),
+        json,
         "runs",
         ["id", "kind", "status", "version", "took", "score", "data"],
-        [
-            (
-                r.id,
-                r.kind,
-                f"{r.status} {r.progress:.0%}" if r.status == "running" else r.status,
-                r.ref or r.model,
-                f"{r.duration_s:.1f}s" if r.duration_s is not None else "",
-                _score(r.metrics),
-                f"{str(r.data.get('sha256', ''))[:8]} {r.data.get('rows', '')}x"
-                f"{r.data.get('columns', '')}"
-                if r.data
-                else "",
-            )
-            for r in found
-        ],
+        lambda r: (
+            r.id,
+            r.kind,
+            f"{r.status} {r.progress:.0%}" if r.status == "running" else r.status,
+            r.ref or r.model,
+            f"{r.duration_s:.1f}s" if r.duration_s is not None else "",
+            _score(r.metrics),
+            f"{str(r.data.get('sha256', ''))[:8]} {r.data.get('rows', '')}x"
+            f"{r.data.get('columns', '')}"
+            if r.data
+            else "",
+        ),
     )
 
 
@@ -68,13 +61,14 @@ def _score(metrics: dict[str, Any]) -> str:
     return ""
 
 
-@app.command()
-def show(
+@app.command("show")
+def show_run(
+    ctx: typer.Context,
     run_id: Annotated[int, typer.Argument(metavar="ID", help="Run id")],
     json: JsonFlag = False,
 ) -> None:
     """Show one run in full."""
-    run = _store().get(run_id)
+    run = _store(ctx).get(run_id)
     if json:
         emit_json(run)
         return
@@ -110,11 +104,12 @@ def show(
 
 @app.command()
 def compare(
+    ctx: typer.Context,
     run_ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Two or more run ids")],
     json: JsonFlag = False,
 ) -> None:
     """Compare runs side by side: parameters, data and metrics."""
-    store = _store()
+    store = _store(ctx)
     runs = [store.get(i) for i in run_ids]
     params = sorted({k for r in runs for k in r.params})
     metrics = sorted({k for r in runs for k in r.metrics})

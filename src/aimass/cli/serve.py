@@ -6,10 +6,10 @@ uvicorn handles SIGTERM and SIGINT; the app's lifespan then closes the
 engine, letting requests in flight finish.
 
 With ``--workers N`` (N > 1) this process becomes a supervisor
-(:mod:`aimass.serving.workers`): it loads the start-up models, forks N
-workers that share them and the socket (each answers with an
-``x-aimass-worker`` header), replaces a worker that dies, and on SIGTERM
-drains them all.
+(:mod:`aimass.serving.supervisor`): it loads the start-up models
+(:mod:`aimass.serving.prefork`), forks N workers that share them and the
+socket (each answers with an ``x-aimass-worker`` header), replaces a worker
+that dies, and on SIGTERM drains them all.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from aimass.cli.context import state
 from aimass.cli.output import error_console
 from aimass.errors import AimassError, ErrorCode
 from aimass.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     import uvicorn
-    from starlette.types import ASGIApp
 
     from aimass.registry import Registry
     from aimass.registry.records import VersionInfo
@@ -63,18 +63,21 @@ def _url(sock: socket.socket) -> str:
 
 
 def _settings(
-    config: Path | None, host: str | None, port: int | None, models: list[str], workers: int | None
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    models: list[str],
+    workers: int | None,
+    tls: tuple[Path | None, Path | None],
 ) -> Settings:
-    server: dict[str, Any] = {}
-    if workers is not None:
-        server["workers"] = workers
-    if host is not None:
-        server["host"] = host
-    if port is not None:
-        server["port"] = port
-    if models:
-        server["models"] = models
-    return load_settings(config, **({"server": server} if server else {}))
+    """The settings, built once: the file, then the environment, then the flags."""
+    flags: dict[str, dict[str, Any]] = {}
+    server = {"workers": workers, "host": host, "port": port, "models": models or None}
+    if any(value is not None for value in server.values()):
+        flags["server"] = {key: value for key, value in server.items() if value is not None}
+    if tls != (None, None):
+        flags["gateway"] = {"tls_certfile": tls[0], "tls_keyfile": tls[1]}
+    return load_settings(config, **flags)
 
 
 def _tls_files(settings: Settings) -> tuple[str, str] | None:
@@ -90,6 +93,7 @@ def _tls_files(settings: Settings) -> tuple[str, str] | None:
 
 
 def serve(
+    ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
     port: Annotated[
         int | None, typer.Option(help="Port; 0 lets the OS choose [default: 8000]")
@@ -121,21 +125,26 @@ def serve(
     """Serve the registry's models over HTTP: Open Inference Protocol and OpenAI-compatible."""
     from aimass.registry import Registry
 
-    settings = _settings(config, host, port, list(model or []), workers)
-    if tls_cert is not None or tls_key is not None:
-        settings.gateway.tls_certfile, settings.gateway.tls_keyfile = tls_cert, tls_key
+    settings = _settings(
+        config or state(ctx).config,
+        host,
+        port,
+        list(model or []),
+        workers,
+        (tls_cert, tls_key),
+    )
     tls = _tls_files(settings)
     if settings.server.workers < 1:
         raise AimassError(ErrorCode.INVALID_INPUT, "workers must be at least 1", field="workers")
     registry = Registry.from_settings(settings)
+    preload = list(settings.server.models)
     try:
         if demo:
             from aimass.cli.demo import register_demo_models
 
             report = register_demo_models(registry)
-            if not settings.server.models:
-                served = [name for name, entry in report.items() if "version" in entry]
-                settings.server.models = served
+            if not preload:
+                preload = [name for name, entry in report.items() if "version" in entry]
             for name, entry in report.items():
                 if entry["status"] == "skipped":
                     error_console.print(f"demo model {name} skipped: {entry['reason']}")
@@ -151,9 +160,9 @@ def serve(
         if settings.server.workers > 1:
             # Announced once every worker is forked, so whoever reads the line
             # and then sees the server ready sees the whole pool.
-            raise SystemExit(_supervise(settings, registry, sock, tls, announce))
+            raise SystemExit(_supervise(settings, registry, preload, sock, tls, announce))
         announce()
-        _run(_server(settings, registry, tls), sock)
+        _run(_server(settings, registry, tls, preload), sock)
     finally:
         registry.close()
 
@@ -162,22 +171,23 @@ def _server(
     settings: Settings,
     registry: Registry,
     tls: tuple[str, str] | None,
+    preload: Sequence[str],
     *,
     preloaded: Sequence[tuple[VersionInfo, LoadedModel]] = (),
     worker_header: bool = False,
 ) -> uvicorn.Server:
     import uvicorn
 
-    from aimass.gateway.gateway import Gateway
-    from aimass.server import create_app
-    from aimass.server.identity import WorkerHeader
-    from aimass.serving import Engine
+    from aimass.app import create_app
+    from aimass.serving.factory import build_engine
 
-    engine = Engine(registry, settings.serving, preloaded=preloaded)
-    gateway = Gateway.from_settings(settings, registry.store.engine)
-    app: ASGIApp = create_app(settings, engine=engine, registry=registry, gateway=gateway)
-    if worker_header:
-        app = WorkerHeader(app)
+    app = create_app(
+        settings,
+        registry=registry,
+        engine=build_engine(registry, settings.serving, preloaded=preloaded),
+        preload=preload,
+        worker_header=worker_header,
+    )
     log_level = settings.server.log_level
     uv_config = uvicorn.Config(
         app,
@@ -202,14 +212,16 @@ def _run(server: uvicorn.Server, sock: socket.socket) -> None:
 def _supervise(
     settings: Settings,
     registry: Registry,
+    preload: Sequence[str],
     sock: socket.socket,
     tls: tuple[str, str] | None,
     on_started: Callable[[], object],
 ) -> int:
     """Load the start-up models once, then fork workers that share them and the socket."""
     from aimass.registry import Registry
-    from aimass.serving.cache import keep_out_of_collections
-    from aimass.serving.workers import SharedModels, WorkerPool
+    from aimass.serving.backend import keep_out_of_collections
+    from aimass.serving.prefork import SharedModels
+    from aimass.serving.supervisor import WorkerPool
 
     workers = settings.server.workers
     # Imported before the fork, so that their memory is shared by the workers too.
@@ -217,11 +229,9 @@ def _supervise(
     import uvicorn.protocols.http.auto
     import uvicorn.protocols.websockets.auto  # noqa: F401
 
-    import aimass.gateway.gateway
-    import aimass.server
-    import aimass.server.identity  # noqa: F401
+    import aimass.app  # noqa: F401
 
-    shared = SharedModels.load(registry, settings.server.models, workers=workers)
+    shared = SharedModels.load(registry, preload, workers=workers)
     # Connections must not cross a fork: each worker opens its own registry.
     registry.close()
     keep_out_of_collections()
@@ -230,7 +240,10 @@ def _supervise(
         shared.after_fork()
         own = Registry.from_settings(settings)
         try:
-            _run(_server(settings, own, tls, preloaded=shared.models, worker_header=True), sock)
+            server = _server(
+                settings, own, tls, preload, preloaded=shared.models, worker_header=True
+            )
+            _run(server, sock)
         finally:
             own.close()
         return 0

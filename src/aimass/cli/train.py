@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from aimass.cli.output import console, emit_json, error_console, table
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json, error_console, table
 
 __all__ = ["metrics_table", "progress_bar", "train"]
 
@@ -54,17 +55,17 @@ def metrics_table(title: str, metrics: dict[str, float], cv: Any = None) -> None
 
 
 def train(
+    ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="The training spec (YAML)")],
-    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Train a model from a spec, evaluate it, and register the whole pipeline as a version."""
     from aimass.lifecycle.runs import RunStore
     from aimass.lifecycle.spec import load_spec
     from aimass.lifecycle.train import Trainer
-    from aimass.sdk import default_registry
 
     parsed = load_spec(spec)
-    registry = default_registry()
+    registry = state(ctx).registry
     with progress_bar(f"training {parsed.name}", quiet=json) as report:
         result = Trainer(registry, RunStore.of(registry), progress=report).train(parsed)
     if json:

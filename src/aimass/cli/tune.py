@@ -7,13 +7,15 @@ from typing import Annotated
 
 import typer
 
-from aimass.cli.output import console, emit_json
+from aimass.cli.context import state
+from aimass.cli.output import JsonFlag, console, emit_json
 from aimass.cli.train import metrics_table, progress_bar
 
 __all__ = ["tune"]
 
 
 def tune(
+    ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="A training spec with a 'tune' section (YAML)")],
     trials: Annotated[
         int | None, typer.Option(min=1, help="Number of trials [default: the spec's]")
@@ -21,16 +23,15 @@ def tune(
     timeout: Annotated[
         float | None, typer.Option(min=0.001, help="Stop starting trials after this many seconds")
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Search hyper-parameters with cross-validation, then train and register the best."""
     from aimass.lifecycle.runs import RunStore
     from aimass.lifecycle.spec import load_spec
     from aimass.lifecycle.tune import Tuner
-    from aimass.sdk import default_registry
 
     parsed = load_spec(spec)
-    registry = default_registry()
+    registry = state(ctx).registry
     with progress_bar(f"tuning {parsed.name}", quiet=json) as report:
         result = Tuner(registry, RunStore.of(registry), progress=report).tune(
             parsed, trials=trials, timeout_s=timeout

@@ -1,9 +1,8 @@
 """Open Inference Protocol tensors (JSON and Triton's binary extension) <-> numpy."""
 
+from aimass.codecs.limits import RequestLimits
 from aimass.codecs.request import (
     HEADER_LENGTH,
-    InferRequest,
-    RequestedOutput,
     decode_infer_request,
     parse_header_length,
     parse_json_object,
@@ -24,8 +23,7 @@ from aimass.codecs.tensor import (
 __all__ = [
     "HEADER_LENGTH",
     "EncodedResponse",
-    "InferRequest",
-    "RequestedOutput",
+    "RequestLimits",
     "decode_binary_tensor",
     "decode_bytes_elements",
     "decode_infer_request",

@@ -9,7 +9,6 @@ order of the inputs that carry ``parameters.binary_data_size``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,47 +21,13 @@ from aimass.codecs.tensor import (
     parse_datatype,
     parse_shape,
 )
+from aimass.contract.request import InferRequest, RequestedOutput
 from aimass.errors import AimassError, ErrorCode
 
-__all__ = [
-    "HEADER_LENGTH",
-    "InferRequest",
-    "RequestedOutput",
-    "decode_infer_request",
-    "parse_header_length",
-    "parse_json_object",
-]
+__all__ = ["HEADER_LENGTH", "decode_infer_request", "parse_header_length", "parse_json_object"]
 
 HEADER_LENGTH = "inference-header-content-length"
 """The (lower-case) HTTP header that announces binary tensor data and the JSON header's size."""
-
-
-@dataclass(frozen=True, slots=True)
-class RequestedOutput:
-    """One entry of a request's ``outputs``: which output, and whether as raw bytes."""
-
-    name: str
-    binary: bool
-
-
-# Not frozen: one is built per request, and a frozen dataclass sets each field
-# through object.__setattr__, which costs as much as decoding a small tensor.
-@dataclass(slots=True)
-class InferRequest:
-    """A decoded inference request: named numpy inputs plus how to answer."""
-
-    inputs: dict[str, np.ndarray[Any, Any]]
-    id: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    outputs: tuple[RequestedOutput, ...] | None = None
-    """The outputs asked for, in order; ``None`` means all of them."""
-    binary_output: bool = False
-    """``parameters.binary_data_output``: the default for outputs not listed."""
-
-    @property
-    def output_names(self) -> list[str] | None:
-        """The names of the requested outputs, or ``None`` for all."""
-        return None if self.outputs is None else [o.name for o in self.outputs]
 
 
 def _invalid(message: str, **details: Any) -> AimassError:
@@ -110,12 +75,19 @@ def _flag(parameters: dict[str, Any], key: str, where: str) -> bool:
 
 
 def decode_infer_request(
-    body: bytes | bytearray | memoryview, header_length: int | None = None
+    body: bytes | bytearray | memoryview,
+    header_length: int | None = None,
+    *,
+    model: str = "",
+    version: int | None = None,
 ) -> InferRequest:
-    """Decode a request body; ``header_length`` comes from ``Inference-Header-Content-Length``."""
+    """Decode a request body into the request for ``model`` (and ``version``) the path names.
+
+    ``header_length`` comes from ``Inference-Header-Content-Length``.
+    """
     if header_length is None:
         document = parse_json_object(body)
-        plain = _plain_request(document)
+        plain = _plain_request(document, model, version)
         if plain is not None:
             return plain
         tail = bytearray()
@@ -130,10 +102,12 @@ def decode_infer_request(
     parameters = _parameters(document, "")
     outputs = document.get("outputs")
     return InferRequest(
-        inputs=_decode_inputs(document.get("inputs"), tail),
-        id=request_id,
-        parameters=parameters,
+        model,
+        _decode_inputs(document.get("inputs"), tail),
+        version,
         outputs=None if outputs is None else _decode_outputs(outputs),
+        parameters=parameters,
+        id=request_id,
         binary_output=bool(parameters) and _flag(parameters, "binary_data_output", ""),
     )
 
@@ -141,7 +115,9 @@ def decode_infer_request(
 _PLAIN_TENSOR = frozenset(("name", "datatype", "shape", "data"))
 
 
-def _plain_request(document: dict[str, Any]) -> InferRequest | None:
+def _plain_request(
+    document: dict[str, Any], model: str, version: int | None
+) -> InferRequest | None:
     """The common request, decoded with the fewest checks; None for anything else.
 
     Plain means an optional string ``id`` and ``inputs``, each exactly
@@ -171,7 +147,7 @@ def _plain_request(document: dict[str, Any]) -> InferRequest | None:
         # From here on a mistake gets the error the general path would give.
         shape = parse_shape(name, item["shape"])
         inputs[name] = decode_json_tensor(name, numeric, shape, item["data"])
-    return InferRequest(inputs, request_id)
+    return InferRequest(model, inputs, version, id=request_id)
 
 
 def _decode_inputs(items: Any, tail: bytearray) -> dict[str, np.ndarray[Any, Any]]:

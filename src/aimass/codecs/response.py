@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from aimass.codecs.request import InferRequest
 from aimass.codecs.tensor import encode_binary_tensor, json_data, tensor_datatype
+from aimass.contract.request import InferRequest
 from aimass.errors import AimassError, ErrorCode
 
 __all__ = ["EncodedResponse", "encode_infer_response"]

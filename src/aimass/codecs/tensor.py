@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from aimass.contract.signature import Datatype
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.signature import Datatype
 
 __all__ = [
     "NUMERIC_DATATYPES",

@@ -4,7 +4,7 @@
 ``GET /admin/audit``. The gateway layer has already required an admin key;
 these endpoints check again, so an open server (no keys yet) never lets an
 anonymous caller mint the first key: that one comes from ``aimass keys
-create``, run by whoever can reach the registry database.
+create``, run by whoever can reach the product database.
 """
 
 from __future__ import annotations
@@ -14,33 +14,111 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from aimass.codecs.request import parse_json_object
+from aimass.contract.request import Caller
 from aimass.errors import AimassError, ErrorCode
 from aimass.gateway.gateway import Gateway
-from aimass.gateway.keys import ApiKey, parse_expiry, parse_quota, parse_role
-from aimass.gateway.roles import Role
-from aimass.server.body import json_response, read_body
-from aimass.server.errors import Protocol, guarded
+from aimass.gateway.keys import parse_expiry, parse_quota, parse_role
+from aimass.http.body import json_response, read_json_object
+from aimass.http.caller import caller_of
+from aimass.http.errors import Protocol
+from aimass.http.routes import Answer, Body, Param, Params, Route
+from aimass.roles import Role
 
-__all__ = ["AdminRoutes", "admin_openapi_paths"]
+__all__ = ["SCHEMAS", "AdminRoutes"]
 
 _MAX_BODY = 64 * 1024
 _MAX_AUDIT = 1000
 
+SCHEMAS: dict[str, Any] = {
+    "ApiKey": {
+        "type": "object",
+        "required": ["id", "name", "prefix", "role", "models", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "prefix": {"type": "string"},
+            "role": {"type": "string", "enum": [r.value for r in Role]},
+            "models": {"type": "array", "items": {"type": "string"}},
+            "rate": {"type": ["number", "null"]},
+            "burst": {"type": ["integer", "null"]},
+            "per_model": {"type": "boolean"},
+            "quota": {"type": ["string", "null"]},
+            "created_at": {"type": "string"},
+            "created_by": {"type": "string"},
+            "expires_at": {"type": ["string", "null"]},
+            "revoked_at": {"type": ["string", "null"]},
+            "status": {"type": "string", "enum": ["active", "expired", "revoked"]},
+        },
+    },
+    "ApiKeyRequest": {
+        "type": "object",
+        "required": ["name", "role"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
+            "role": {"type": "string", "enum": [r.value for r in Role]},
+            "models": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
+            },
+            "rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9},
+            "burst": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
+            "per_model": {"type": "boolean"},
+            "quota": {
+                "type": "string",
+                "pattern": "^0*[1-9][0-9]{0,8}/(day|month)$",
+                "description": "requests per calendar day or month (UTC): 1000/day",
+            },
+            "expires": {
+                "type": "string",
+                "pattern": "^0*[1-9][0-9]{0,5}[smhdw]$",
+                "description": "a duration from now: 30d, 12h, 2w (or an ISO date in the future)",
+            },
+        },
+    },
+    "NewApiKey": {
+        "type": "object",
+        "required": ["key", "secret"],
+        "properties": {
+            "key": {"$ref": "#/components/schemas/ApiKey"},
+            "secret": {"type": "string"},
+        },
+    },
+    "AuditEvent": {
+        "type": "object",
+        "required": ["id", "at", "actor", "action", "target", "source", "status", "detail"],
+        "properties": {
+            "id": {"type": "integer"},
+            "at": {"type": "string"},
+            "actor": {"type": "string"},
+            "action": {"type": "string"},
+            "target": {"type": "string"},
+            "source": {"type": "string"},
+            "status": {"type": ["integer", "null"]},
+            "detail": {"type": "object"},
+        },
+    },
+}
 
-def _caller(request: Request) -> ApiKey:
-    from aimass.gateway.middleware import KEY_SCOPE
 
-    key = request.scope.get(KEY_SCOPE)
-    if not isinstance(key, ApiKey) or not key.role.allows(Role.ADMIN):
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"$ref": f"#/components/schemas/{name}"}}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    schema = {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}
+    return {"application/json": schema}
+
+
+def _caller(request: Request) -> Caller:
+    caller = caller_of(request.scope)
+    if caller is None or not caller.role.allows(Role.ADMIN):
         raise AimassError(
             ErrorCode.PERMISSION_DENIED,
             "the admin API needs an admin key (create the first with: aimass keys create "
             "--name NAME --role admin)",
         )
-    return key
+    return caller
 
 
 def _source(request: Request) -> str:
@@ -61,36 +139,88 @@ class AdminRoutes:
         self.gateway = gateway
 
     def routes(self) -> list[Route]:
-        """Starlette routes of the admin API."""
-        table: list[tuple[str, Any, list[str]]] = [
-            ("/admin/keys", self.list_keys, ["GET"]),
-            ("/admin/keys", self.create_key, ["POST"]),
-            ("/admin/keys/{id}", self.get_key, ["GET"]),
-            ("/admin/keys/{id}", self.revoke_key, ["DELETE"]),
-            ("/admin/audit", self.audit, ["GET"]),
-        ]
+        """The admin API's routes."""
+        key_id = Param.string("id", description="the key's id (key_…)")
+        common: dict[str, Any] = {"role": Role.ADMIN, "protocol": Protocol.OIP}
+        denied = (ErrorCode.PERMISSION_DENIED,)
         return [
-            Route(path, guarded(endpoint, Protocol.OIP), methods=methods)
-            for path, endpoint, methods in table
+            Route(
+                "GET",
+                "/admin/keys",
+                "listKeys",
+                "List API keys",
+                self.list_keys,
+                answers=(Answer(200, "every key, without secrets", _list_of("ApiKey")),),
+                errors=denied,
+                **common,
+            ),
+            Route(
+                "POST",
+                "/admin/keys",
+                "createKey",
+                "Create an API key (its secret is in this answer only)",
+                self.create_key,
+                body=Body(_json("ApiKeyRequest")),
+                answers=(Answer(201, "created", _json("NewApiKey")),),
+                errors=denied,
+                **common,
+            ),
+            Route(
+                "GET",
+                "/admin/keys/{id}",
+                "getKey",
+                "One API key",
+                self.get_key,
+                params=(key_id,),
+                answers=(Answer(200, "the key", _json("ApiKey")),),
+                errors=(*denied, ErrorCode.NOT_FOUND),
+                **common,
+            ),
+            Route(
+                "DELETE",
+                "/admin/keys/{id}",
+                "revokeKey",
+                "Revoke an API key; it stops working at once",
+                self.revoke_key,
+                params=(key_id,),
+                answers=(Answer(200, "the revoked key", _json("ApiKey")),),
+                errors=(*denied, ErrorCode.NOT_FOUND),
+                **common,
+            ),
+            Route(
+                "GET",
+                "/admin/audit",
+                "listAudit",
+                "The audit log, newest first",
+                self.audit,
+                params=(
+                    Param.integer("limit", "query", low=1, high=_MAX_AUDIT),
+                    Param.string("actor", "query", description="only this key id (or cli:USER)"),
+                    Param.string("action", "query", description="only this action: keys.create…"),
+                ),
+                answers=(Answer(200, "events", _list_of("AuditEvent")),),
+                errors=denied,
+                **common,
+            ),
         ]
 
-    async def list_keys(self, request: Request) -> Response:
+    async def list_keys(self, request: Request, params: Params) -> Response:
         """``GET /admin/keys``: every key, without secrets."""
         _caller(request)
         keys = await run_in_threadpool(self.gateway.keys.list)
         now = self.gateway.now()
         return json_response([key.public(now) for key in keys])
 
-    async def get_key(self, request: Request) -> Response:
+    async def get_key(self, request: Request, params: Params) -> Response:
         """``GET /admin/keys/{id}``: one key."""
         _caller(request)
-        key = await run_in_threadpool(self.gateway.keys.get, request.path_params["id"])
+        key = await run_in_threadpool(self.gateway.keys.get, params["id"])
         return json_response(key.public(self.gateway.now()))
 
-    async def create_key(self, request: Request) -> Response:
+    async def create_key(self, request: Request, params: Params) -> Response:
         """``POST /admin/keys``: make a key; the response holds its secret, once."""
         caller = _caller(request)
-        body = parse_json_object(await read_body(request, _MAX_BODY))
+        body = await read_json_object(request, _MAX_BODY)
         name = body.get("name")
         role = body.get("role")
         if not isinstance(name, str) or not isinstance(role, str):
@@ -115,7 +245,7 @@ class AdminRoutes:
             lambda: self.gateway.keys.create(
                 name=name,
                 role=parse_role(role),
-                created_by=caller.id,
+                created_by=caller.key_id,
                 models=models,
                 rate=None if rate is None else float(rate),
                 burst=burst,
@@ -126,7 +256,7 @@ class AdminRoutes:
         )
         self.gateway.invalidate()
         await self.gateway.record(
-            actor=caller.id,
+            actor=caller.key_id,
             action="keys.create",
             target=new.key.id,
             source=_source(request),
@@ -135,13 +265,13 @@ class AdminRoutes:
         )
         return json_response({"key": new.key.public(self.gateway.now()), "secret": new.secret}, 201)
 
-    async def revoke_key(self, request: Request) -> Response:
+    async def revoke_key(self, request: Request, params: Params) -> Response:
         """``DELETE /admin/keys/{id}``: revoke a key; it stops working at once."""
         caller = _caller(request)
-        key = await run_in_threadpool(self.gateway.keys.revoke, request.path_params["id"])
+        key = await run_in_threadpool(self.gateway.keys.revoke, params["id"])
         self.gateway.invalidate()
         await self.gateway.record(
-            actor=caller.id,
+            actor=caller.key_id,
             action="keys.revoke",
             target=key.id,
             source=_source(request),
@@ -149,121 +279,14 @@ class AdminRoutes:
         )
         return json_response(key.public(self.gateway.now()))
 
-    async def audit(self, request: Request) -> Response:
+    async def audit(self, request: Request, params: Params) -> Response:
         """``GET /admin/audit?limit=&actor=&action=``: the newest events first."""
         _caller(request)
-        raw = request.query_params.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= _MAX_AUDIT:
-            raise AimassError(
-                ErrorCode.INVALID_INPUT,
-                f"'limit' must be an integer from 1 to {_MAX_AUDIT}",
-                field="limit",
-            )
         events = await run_in_threadpool(
             lambda: self.gateway.audit.list(
-                limit=int(raw),
-                actor=request.query_params.get("actor"),
-                action=request.query_params.get("action"),
+                limit=params.get("limit", 100),
+                actor=params.get("actor"),
+                action=params.get("action"),
             )
         )
         return json_response([event.public() for event in events])
-
-
-def _response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_ERROR = {"$ref": "#/components/schemas/OipError"}
-_KEY = {"$ref": "#/components/schemas/ApiKey"}
-_ERRORS = {
-    "401": _response("missing or invalid API key", _ERROR),
-    "403": _response("the key is not an admin key", _ERROR),
-}
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def admin_openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The admin API's OpenAPI paths and the schemas they refer to."""
-    key_schema = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "prefix": {"type": "string"},
-            "role": {"type": "string", "enum": [r.value for r in Role]},
-            "models": {"type": "array", "items": {"type": "string"}},
-            "rate": {"type": ["number", "null"]},
-            "burst": {"type": ["integer", "null"]},
-            "per_model": {"type": "boolean"},
-            "quota": {"type": ["string", "null"]},
-            "status": {"type": "string", "enum": ["active", "expired", "revoked"]},
-        },
-    }
-    create = {
-        "type": "object",
-        "required": ["name", "role"],
-        "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 255},
-            "role": {"type": "string", "enum": [r.value for r in Role]},
-            "models": {"type": "array", "items": {"type": "string"}},
-            "rate": {"type": "number", "exclusiveMinimum": 0},
-            "burst": {"type": "integer", "minimum": 1},
-            "per_model": {"type": "boolean"},
-            "quota": {"type": "string", "pattern": "^[0-9]+/(day|month)$"},
-            "expires": {"type": "string", "description": "30d, 12h, 2w or an ISO date"},
-        },
-    }
-    listing = _response("OK", {"type": "array", "items": _KEY})
-    bad = _response("invalid key settings", _ERROR)
-    missing = _response("no such key", _ERROR)
-    paths = {
-        "/admin/keys": {
-            "get": {"summary": "List API keys", "responses": {"200": listing, **_ERRORS}},
-            "post": {
-                "summary": "Create an API key (its secret is in this response only)",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": create}},
-                },
-                "responses": {
-                    "201": _response(
-                        "created",
-                        {
-                            "type": "object",
-                            "properties": {"key": _KEY, "secret": {"type": "string"}},
-                        },
-                    ),
-                    "400": bad,
-                    **_ERRORS,
-                },
-            },
-        },
-        "/admin/keys/{id}": {
-            "get": {
-                "summary": "One API key",
-                "parameters": [_ID],
-                "responses": {"200": _response("OK", _KEY), "404": missing, **_ERRORS},
-            },
-            "delete": {
-                "summary": "Revoke an API key",
-                "parameters": [_ID],
-                "responses": {"200": _response("OK", _KEY), "404": missing, **_ERRORS},
-            },
-        },
-        "/admin/audit": {
-            "get": {
-                "summary": "The audit log, newest first",
-                "parameters": [
-                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "actor", "in": "query", "schema": {"type": "string"}},
-                    {"name": "action", "in": "query", "schema": {"type": "string"}},
-                ],
-                "responses": {
-                    "200": _response("OK", {"type": "array", "items": {"type": "object"}}),
-                    "400": bad,
-                    **_ERRORS,
-                },
-            }
-        },
-    }
-    return paths, {"ApiKey": key_schema}

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from aimass.db.base import utcnow
+from aimass.db.database import SqlStore
 from aimass.gateway.tables import AuditEventRow
-from aimass.registry.database import SqlStore
-from aimass.registry.tables import utcnow
 
 if TYPE_CHECKING:
     from aimass.registry.registry import Registry
@@ -93,7 +93,7 @@ def cli_actor(user: str) -> tuple[str, str]:
 def record_cli_action(registry: Registry, action: str, target: str, **detail: Any) -> None:
     """Audit a management action taken with the CLI on ``registry``, as HTTP ones are."""
     actor, source = cli_actor(registry.user)
-    AuditLog(registry.store.engine).record(
+    AuditLog(registry.database).record(
         actor=actor, action=action, target=target, source=source, detail=detail
     )
 

@@ -18,34 +18,38 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
-from starlette.types import ASGIApp
 
+from aimass.contract.reference import ModelRef
 from aimass.errors import AimassError, ErrorCode
 from aimass.gateway.audit import AuditLog
 from aimass.gateway.keys import ApiKey, KeyStore, digest
-from aimass.gateway.limits import RequestLimits
 from aimass.gateway.ratelimit import Clock, Decision, Limiter, MemoryLimiter, Policy
-from aimass.gateway.roles import Requirement, base_model_name
+from aimass.roles import Role
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from aimass.settings import GatewaySettings, Settings
 
-__all__ = ["Gateway", "key_from_headers"]
+__all__ = ["Gateway", "configured_limiter", "key_from_headers"]
 
 logger = logging.getLogger("aimass.gateway")
 
 _BEARER = b"bearer "
-_EXPOSED = (
-    "retry-after",
-    "x-request-id",
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-)
+
+
+def configured_limiter(settings: GatewaySettings, clock: Clock = time.time) -> Limiter:
+    """The rate limiter the settings name: this machine's, or Redis's."""
+    if settings.rate_limit_backend == "redis":
+        from aimass.gateway.redislimit import RedisLimiter
+
+        return RedisLimiter(
+            settings.redis_url.get_secret_value(),
+            prefix=settings.redis_prefix,
+            timeout_s=settings.redis_timeout_s,
+            fail_open=settings.redis_failure == "open",
+        )
+    return MemoryLimiter(clock)
 
 
 def key_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -75,7 +79,6 @@ class Gateway:
         self.keys = keys
         self.audit = audit
         self.limiter = limiter
-        self.limits = RequestLimits(settings.max_tensor_elements, settings.max_string_bytes)
         self._clock = clock
         self._table: dict[str, ApiKey] = {}
         self._any = False
@@ -84,24 +87,24 @@ class Gateway:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, engine: Engine, *, clock: Clock = time.time
+        cls,
+        settings: Settings,
+        engine: Engine,
+        *,
+        limiter: Limiter | None = None,
+        clock: Clock = time.time,
     ) -> Gateway:
-        """A gateway over the registry database ``engine``, with the configured limiter."""
-        gateway = settings.gateway
-        limiter: Limiter
-        if gateway.rate_limit_backend == "redis":
-            from aimass.gateway.redislimit import RedisLimiter
+        """A gateway over the product database ``engine``, with the configured limiter.
 
-            limiter = RedisLimiter(
-                gateway.redis_url,
-                prefix=gateway.redis_prefix,
-                timeout_s=gateway.redis_timeout_s,
-                fail_open=gateway.redis_failure == "open",
-            )
-        else:
-            limiter = MemoryLimiter(clock)
+        ``limiter`` replaces the configured one (a supervisor gives its workers
+        one whose counts they share).
+        """
         return cls(
-            gateway, keys=KeyStore(engine), audit=AuditLog(engine), limiter=limiter, clock=clock
+            settings.gateway,
+            keys=KeyStore(engine),
+            audit=AuditLog(engine),
+            limiter=limiter or configured_limiter(settings.gateway, clock),
+            clock=clock,
         )
 
     @property
@@ -182,14 +185,12 @@ class Gateway:
         return key
 
     @staticmethod
-    def authorize(key: ApiKey, requirement: Requirement) -> None:
-        """PERMISSION_DENIED unless ``key``'s role covers what ``requirement`` needs."""
-        assert requirement.role is not None
-        if not key.role.allows(requirement.role):
+    def authorize(key: ApiKey, role: Role) -> None:
+        """PERMISSION_DENIED unless ``key``'s role covers ``role``."""
+        if not key.role.allows(role):
             raise AimassError(
                 ErrorCode.PERMISSION_DENIED,
-                f"this API key's role ({key.role.value}) may not do this; "
-                f"it needs {requirement.role.value}",
+                f"this API key's role ({key.role.value}) may not do this; it needs {role.value}",
             )
 
     async def admit(self, key: ApiKey, model: str | None) -> Decision | None:
@@ -198,7 +199,7 @@ class Gateway:
             return None
         bucket = key.id
         if key.per_model and model:
-            bucket = f"{key.id}:{base_model_name(model)}"
+            bucket = f"{key.id}:{ModelRef.parse(model).name}"
         policy = Policy(key.rate, key.burst, key.quota, key.quota_period)
         return await self.limiter.acquire(bucket, policy)
 
@@ -208,47 +209,6 @@ class Gateway:
             await run_in_threadpool(lambda: self.audit.record(**event))
         except Exception:
             logger.exception("could not write the audit event %s", event)
-
-    def routes(self) -> list[Route]:
-        """The admin API's routes (keys and audit), for the app to mount."""
-        from aimass.gateway.admin import AdminRoutes
-
-        return AdminRoutes(self).routes()
-
-    def describe(self, document: dict[str, Any]) -> None:
-        """Add the admin API and, unless keys are off, the key schemes to an OpenAPI document."""
-        from aimass.gateway.admin import admin_openapi_paths
-
-        paths, schemas = admin_openapi_paths()
-        document["paths"].update(paths)
-        document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
-        if self.off:
-            return
-        document["components"]["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer"},
-            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
-        }
-        document["security"] = [{"bearer": []}, {"apiKey": []}]
-        for path in ("/v2/health/live", "/v2/health/ready"):
-            for operation in document["paths"].get(path, {}).values():
-                operation["security"] = []
-
-    def wrap(self, app: ASGIApp, *, max_body_bytes: int) -> ASGIApp:
-        """``app`` behind the gateway layer, and CORS outside it when origins are set."""
-        from aimass.gateway.middleware import GatewayLayer
-
-        wrapped: ASGIApp = GatewayLayer(app, self, max_body_bytes=max_body_bytes)
-        if self.settings.cors_origins:
-            wrapped = CORSMiddleware(
-                wrapped,
-                allow_origins=self.settings.cors_origins,
-                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                allow_headers=["authorization", "x-api-key", "content-type", "x-request-id"],
-                allow_credentials=self.settings.cors_allow_credentials,
-                expose_headers=[*_EXPOSED],
-                max_age=600,
-            )
-        return wrapped
 
     async def close(self) -> None:
         """Release the limiter's connections."""

@@ -21,14 +21,15 @@ from typing import Any
 
 from sqlalchemy import select
 
+from aimass.db.base import utcnow
+from aimass.db.database import SqlStore
 from aimass.errors import AimassError, ErrorCode
-from aimass.gateway.roles import Role
 from aimass.gateway.tables import ApiKeyRow
-from aimass.registry.database import SqlStore
-from aimass.registry.tables import utcnow
+from aimass.roles import Role
 
 __all__ = [
     "KEY_PREFIX",
+    "MAX_QUOTA",
     "ApiKey",
     "KeyStore",
     "NewKey",
@@ -40,6 +41,9 @@ __all__ = [
 
 KEY_PREFIX = "aimass_"
 """Every key starts with this, so secret scanners and people can recognise one."""
+
+MAX_QUOTA = 1_000_000_000
+"""The most requests a quota may allow per period (the database keeps a 32-bit count)."""
 
 _PERIODS = ("day", "month")
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -130,13 +134,14 @@ def parse_quota(value: str) -> tuple[int, str]:
     """``"1000/day"`` or ``"50000/month"`` as ``(1000, "day")``."""
     count, _, period = value.strip().partition("/")
     period = period.strip().lower() or "day"
-    if not count.strip().isdigit() or int(count) < 1 or period not in _PERIODS:
+    digits = count.strip()
+    if not digits.isdigit() or not 1 <= int(digits) <= MAX_QUOTA or period not in _PERIODS:
         raise AimassError(
             ErrorCode.INVALID_INPUT,
-            f"quota must look like 1000/day or 50000/month, got {value!r}",
+            f"quota must look like 1000/day or 50000/month (at most {MAX_QUOTA:,}), got {value!r}",
             field="quota",
         )
-    return int(count), period
+    return int(digits), period
 
 
 def parse_expiry(value: str, now: datetime | None = None) -> datetime:
@@ -145,7 +150,12 @@ def parse_expiry(value: str, now: datetime | None = None) -> datetime:
     text = value.strip().lower()
     match = _DURATION.match(text)
     if match:
-        at = now + timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            at = now + timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            raise AimassError(
+                ErrorCode.INVALID_INPUT, f"expiry {value!r} is too far away", field="expires"
+            ) from None
     else:
         try:
             at = datetime.fromisoformat(value.strip())

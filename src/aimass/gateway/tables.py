@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from aimass.registry.tables import Base, utcnow
+from aimass.db.base import Base, utcnow
 
 __all__ = ["ApiKeyRow", "AuditEventRow"]
 

@@ -12,8 +12,9 @@ that need them::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aimass.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from aimass.lifecycle.assessment import Assessment, assess
@@ -62,37 +63,29 @@ __all__ = [
     "write_card",
 ]
 
-_LOCATIONS = {
-    "Assessment": "assessment",
-    "assess": "assessment",
-    "BuildContext": "build",
-    "build_context": "build",
-    "CardFiles": "card",
-    "write_card": "card",
-    "CrossValidation": "evaluate",
-    "Evaluation": "evaluate",
-    "cross_validate": "evaluate",
-    "evaluate_estimator": "evaluate",
-    "evaluate_predictions": "evaluate",
-    "evaluate_version": "evaluate",
-    "Requirement": "gates",
-    "promote": "gates",
-    "import_mlflow": "mlflow_import",
-    "RunRecord": "runs",
-    "RunStore": "runs",
-    "TrainSpec": "spec",
-    "load_spec": "spec",
-    "parse_spec": "spec",
-    "Trainer": "train",
-    "TrainResult": "train",
-    "train_and_register": "train",
-    "Tuner": "tune",
-    "TuneResult": "tune",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LOCATIONS:
-        module = importlib.import_module(f"aimass.lifecycle.{_LOCATIONS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'aimass.lifecycle' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        name: f"aimass.lifecycle.{module}"
+        for module, names in {
+            "assessment": ("Assessment", "assess"),
+            "build": ("BuildContext", "build_context"),
+            "card": ("CardFiles", "write_card"),
+            "evaluate": (
+                "CrossValidation",
+                "Evaluation",
+                "cross_validate",
+                "evaluate_estimator",
+                "evaluate_predictions",
+                "evaluate_version",
+            ),
+            "gates": ("Requirement", "promote"),
+            "mlflow_import": ("import_mlflow",),
+            "runs": ("RunRecord", "RunStore"),
+            "spec": ("TrainSpec", "load_spec", "parse_spec"),
+            "train": ("Trainer", "TrainResult", "train_and_register"),
+            "tune": ("Tuner", "TuneResult"),
+        }.items()
+        for name in names
+    },
+)

@@ -27,7 +27,7 @@ from pathlib import Path
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry import Registry, VersionInfo
 from aimass.runtimes import runtime_class
-from aimass.runtimes.base import require
+from aimass.runtimes.loading import require
 from aimass.settings import Settings
 
 __all__ = ["BuildContext", "build_context", "pinned_requirements"]
@@ -130,36 +130,10 @@ CMD [{quoted}]
 
 
 def _copy_version(source: Registry, info: VersionInfo, home: Path) -> None:
-    from sqlalchemy import update
-
-    from aimass.registry.tables import ModelRow
-
-    files = source.materialize(info)
     target = Registry.from_settings(Settings(home=home))
     try:
-        for file in info.manifest.files:
-            target.artifacts.put(files / file.path, file.sha256)
-        model = source.get_model(info.model)
-        target.store.ensure_model(
-            info.model, task=model.task, description=model.description, created_by=model.created_by
-        )
-        # Keep the version's number, so ``name:N`` means the same inside the image.
-        with target.store.engine.begin() as conn:
-            conn.execute(
-                update(ModelRow)
-                .where(ModelRow.name == info.model)
-                .values(last_version=info.version - 1)
-            )
-        target.store.add_version(
-            info.model,
-            info.manifest,
-            description=info.description,
-            metadata=info.metadata,
-            tags=info.tags,
-            created_by=info.created_by,
-        )
-        for alias in info.aliases:
-            target.set_alias(info.model, alias, info.version)
+        # Under its own number, so ``name:N`` means the same inside the image.
+        target.copy_version(source, info)
     finally:
         target.close()
 

@@ -18,7 +18,7 @@ from typing import Any
 from aimass.lifecycle.evaluate import CrossValidation, Evaluation
 from aimass.lifecycle.runs import SUCCEEDED, RunStore
 from aimass.registry import VersionInfo
-from aimass.runtimes.base import require
+from aimass.runtimes.loading import require
 
 __all__ = ["CardFiles", "write_card"]
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.spec import DataSpec
-from aimass.runtimes.base import require
+from aimass.runtimes.loading import require
 
 __all__ = ["DataFingerprint", "Dataset", "fingerprint", "load_dataset", "read_table"]
 

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.spec import CVSpec
-from aimass.registry.signature import Task
 from aimass.runtimes.model import LoadedModel
 
 __all__ = [
@@ -271,9 +271,7 @@ def evaluate_version(
     primary = model.manifest.signature.outputs[0].name
     proba = outputs.get("probabilities") if task is Task.CLASSIFICATION else None
     if task is Task.CLASSIFICATION and classes is None:
-        estimator = getattr(model.runtime, "estimator", None)
-        found = getattr(estimator, "classes_", None)
-        classes = list(found) if found is not None else None
+        classes = model.runtime.labels()
     if classes is None and proba is not None:
         proba = None  # without the column order, probabilities cannot be scored
     return evaluate_predictions(

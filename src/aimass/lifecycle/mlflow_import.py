@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from aimass.contract.manifest import Lineage, LineageMethod
+from aimass.contract.runtime import Arrays
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry import Lineage, LineageMethod, Registry, VersionInfo
-from aimass.runtimes.base import Arrays, require
+from aimass.registry import Registry, VersionInfo
 from aimass.runtimes.custom import PythonModel
+from aimass.runtimes.loading import require
 
 __all__ = ["MlflowModel", "MlflowPyfuncModel", "import_mlflow", "read_mlmodel"]
 

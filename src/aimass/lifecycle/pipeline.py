@@ -16,10 +16,10 @@ import importlib
 import inspect
 from typing import Any
 
+from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.spec import ColumnGroupSpec, EstimatorSpec, FeaturesSpec, Step, TrainSpec
-from aimass.registry.signature import Task
-from aimass.runtimes.base import require
+from aimass.runtimes.loading import require
 
 __all__ = ["build_estimator", "build_pipeline", "extras_of", "task_of"]
 

@@ -9,24 +9,27 @@ update as soon as it is committed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from aimass.db.base import utcnow
+from aimass.db.database import SqlStore
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.tables import RunRow
 from aimass.registry import Registry
-from aimass.registry.database import SqlStore
-from aimass.registry.tables import utcnow
 
-__all__ = ["FAILED", "RUNNING", "SUCCEEDED", "RunRecord", "RunStore"]
+__all__ = ["FAILED", "RUNNING", "SUCCEEDED", "Progress", "RunRecord", "RunStore", "TrackedJob"]
 
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
+
+Progress = Callable[[str, float], None]
+"""Told what a run is doing and the fraction done (0 to 1) after every step."""
 
 
 class RunRecord(BaseModel):
@@ -82,7 +85,7 @@ class RunStore(SqlStore):
     @classmethod
     def of(cls, registry: Registry) -> RunStore:
         """The runs kept in ``registry``'s database."""
-        return cls(registry.store.engine)
+        return cls(registry.database)
 
     def start(
         self,
@@ -207,3 +210,20 @@ class RunStore(SqlStore):
         if row is None:
             raise AimassError(ErrorCode.NOT_FOUND, f"run {run_id} not found")
         return row
+
+
+class TrackedJob:
+    """A job against a registry, recorded as a run whose progress it reports as it goes."""
+
+    def __init__(
+        self, registry: Registry, runs: RunStore, *, progress: Progress | None = None
+    ) -> None:
+        self.registry = registry
+        self.runs = runs
+        self.progress = progress
+
+    def report(self, run_id: int, message: str, fraction: float) -> None:
+        """Record what the run is doing and how far along it is, and tell ``progress``."""
+        self.runs.update(run_id, progress=fraction, message=message)
+        if self.progress is not None:
+            self.progress(message, fraction)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from aimass.registry.tables import Base, utcnow
+from aimass.db.base import Base, utcnow
 
 __all__ = ["RunRow"]
 

@@ -14,11 +14,13 @@ recorded held-out metrics describe exactly the model that is served.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aimass.contract.manifest import Lineage, LineageMethod
+from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.data import DataFingerprint, Dataset, fingerprint, load_dataset
 from aimass.lifecycle.evaluate import (
@@ -29,22 +31,17 @@ from aimass.lifecycle.evaluate import (
     evaluate_estimator,
 )
 from aimass.lifecycle.pipeline import build_pipeline, extras_of, task_of
-from aimass.lifecycle.runs import RunRecord, RunStore
+from aimass.lifecycle.runs import Progress, RunRecord, TrackedJob
 from aimass.lifecycle.spec import TrainSpec
-from aimass.registry import Lineage, LineageMethod, Registry, VersionInfo
-from aimass.registry.signature import Task
+from aimass.registry import Registry, VersionInfo
 
 __all__ = [
-    "Progress",
     "TrainResult",
     "Trainer",
     "holdout_split",
     "sample_rows",
     "train_and_register",
 ]
-
-Progress = Callable[[str, float], None]
-"""Told what a run is doing and the fraction done (0 to 1) after every step."""
 
 
 @dataclass(frozen=True)
@@ -111,20 +108,8 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-class Trainer:
+class Trainer(TrackedJob):
     """Runs training specs against a registry, tracking each run."""
-
-    def __init__(
-        self, registry: Registry, runs: RunStore, *, progress: Progress | None = None
-    ) -> None:
-        self.registry = registry
-        self.runs = runs
-        self.progress = progress
-
-    def _report(self, run_id: int, message: str, fraction: float) -> None:
-        self.runs.update(run_id, progress=fraction, message=message)
-        if self.progress is not None:
-            self.progress(message, fraction)
 
     def train(
         self,
@@ -214,7 +199,7 @@ class Trainer:
         def step(message: str) -> None:
             nonlocal done
             done += 1
-            self._report(run.id, message, low + (high - low) * done / total)
+            self.report(run.id, message, low + (high - low) * done / total)
 
         x_train, x_test, y_train, y_test = holdout_split(spec, data, task)
         cv = None
@@ -229,7 +214,7 @@ class Trainer:
                 metrics=metrics,
                 progress=step,
             )
-        self._report(run.id, "fitting", low + (high - low) * done / total)
+        self.report(run.id, "fitting", low + (high - low) * done / total)
         pipeline.fit(x_train, y_train)
         step("evaluating on the held-out split")
         evaluation = evaluate_estimator(pipeline, x_test, y_test, task, metrics)

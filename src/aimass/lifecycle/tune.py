@@ -18,15 +18,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from aimass.contract.manifest import Lineage, LineageMethod
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.data import fingerprint, load_dataset
 from aimass.lifecycle.evaluate import check_metrics, cross_validate, higher_is_better
 from aimass.lifecycle.pipeline import build_pipeline, task_of
-from aimass.lifecycle.runs import RunStore
+from aimass.lifecycle.runs import TrackedJob
 from aimass.lifecycle.spec import CVSpec, ParamSpace, TrainSpec
-from aimass.lifecycle.train import Progress, Trainer, TrainResult, holdout_split
-from aimass.registry import Lineage, LineageMethod, Registry
-from aimass.runtimes.base import require
+from aimass.lifecycle.train import Trainer, TrainResult, holdout_split
+from aimass.runtimes.loading import require
 
 __all__ = ["StudyRecord", "TrialRecord", "TuneResult", "Tuner"]
 
@@ -78,15 +78,8 @@ def _suggest(trial: Any, name: str, space: ParamSpace) -> Any:
     return trial.suggest_float(name, space.low, space.high, step=space.step, log=space.log)
 
 
-class Tuner:
+class Tuner(TrackedJob):
     """Runs Optuna studies for training specs and registers the winner."""
-
-    def __init__(
-        self, registry: Registry, runs: RunStore, *, progress: Progress | None = None
-    ) -> None:
-        self.registry = registry
-        self.runs = runs
-        self.progress = progress
 
     def tune(
         self, spec: TrainSpec, *, trials: int | None = None, timeout_s: float | None = None
@@ -161,9 +154,7 @@ class Tuner:
             message = f"trial {trial.number + 1}" + (f"/{n_trials}" if n_trials is not None else "")
             if best is not None:
                 message += f", best {tune.metric} {best:.4f}"
-            self.runs.update(run.id, progress=fraction, message=message)
-            if self.progress is not None:
-                self.progress(message, fraction)
+            self.report(run.id, message, fraction)
 
         try:
             optuna.logging.set_verbosity(optuna.logging.WARNING)

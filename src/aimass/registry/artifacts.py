@@ -8,7 +8,6 @@ place, so a crash leaves either the whole object or nothing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,26 +17,12 @@ from typing import Any
 
 from typing_extensions import override
 
+from aimass.contract.manifest import sha256_of
 from aimass.errors import AimassError, ErrorCode
 
-__all__ = [
-    "ArtifactStore",
-    "LocalArtifactStore",
-    "S3ArtifactStore",
-    "open_artifact_store",
-    "sha256_of",
-]
+__all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "open_artifact_store"]
 
 _CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    """The hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ArtifactStore(ABC):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aimass.registry.manifest import Manifest
+from aimass.contract.manifest import Manifest
 
 __all__ = ["AliasEvent", "ModelInfo", "VersionInfo"]
 

@@ -20,36 +20,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
+from aimass.contract.manifest import ArtifactFile, Lineage, Manifest, sha256_of
+from aimass.contract.reference import NAME_PATTERN, ModelRef
+from aimass.contract.runtime import LoadOptions
+from aimass.contract.signature import Signature, Task
+from aimass.db.database import open_engine
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.artifacts import ArtifactStore, open_artifact_store, sha256_of
-from aimass.registry.database import open_engine
-from aimass.registry.manifest import ArtifactFile, Lineage, Manifest
+from aimass.registry.artifacts import ArtifactStore, open_artifact_store
 from aimass.registry.records import AliasEvent, ModelInfo, VersionInfo
-from aimass.registry.signature import Signature, Task
 from aimass.registry.store import ARCHIVED, READY, MetadataStore
 from aimass.runtimes import detect_runtime, runtime_class
-from aimass.runtimes.base import LoadOptions
 from aimass.runtimes.model import LoadedModel
 from aimass.settings import Settings
 
-__all__ = ["Registry", "parse_ref"]
+__all__ = ["Registry"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
-    """Split ``name``, ``name:3`` or ``name@production`` into (name, version, alias)."""
-    if "@" in ref:
-        name, _, alias = ref.partition("@")
-        return name, None, alias
-    if ":" in ref:
-        name, _, number = ref.rpartition(":")
-        if not number.isdigit():
-            raise AimassError(
-                ErrorCode.INVALID_INPUT, f"'{ref}': the version after ':' must be a number"
-            )
-        return name, int(number), None
-    return ref, None, None
+_NAME = re.compile(NAME_PATTERN)
 
 
 class Registry:
@@ -89,6 +77,11 @@ class Registry:
             onnx_serving_plans=settings.registry.onnx_serving_plans,
         )
 
+    @property
+    def database(self) -> Engine:
+        """The product database the registry's metadata lives in; other stores open on it too."""
+        return self.store.engine
+
     def close(self) -> None:
         """Release database connections; the registry must not be used afterwards."""
         self.store.engine.dispose()
@@ -115,7 +108,9 @@ class Registry:
 
         The runtime is detected from the object unless named; the signature
         is inferred from ``sample_input`` unless given; extra keyword
-        arguments go to the runtime's ``save``.
+        arguments are the runtime's save options (an unknown one is refused);
+        the registry's settings give the defaults of ``prefer_safe`` and
+        ``onnx_serving_plan`` to the runtimes that take them.
         """
         if not _NAME.match(name):
             raise AimassError(
@@ -124,11 +119,15 @@ class Registry:
                 "letters, digits, '.', '_' and '-' (at most 128)",
             )
         cls = runtime_class(runtime) if runtime else detect_runtime(obj)
-        save_options.setdefault("prefer_safe", self.prefer_safe_formats)
-        save_options.setdefault("onnx_serving_plan", self.onnx_serving_plans)
+        defaults = {
+            "prefer_safe": self.prefer_safe_formats,
+            "onnx_serving_plan": self.onnx_serving_plans,
+        }
         with tempfile.TemporaryDirectory(prefix="aimass-register-") as staging:
             files_dir = Path(staging)
-            saved = cls.save(obj, files_dir, sample_input=sample_input, **save_options)
+            saved = cls.save(
+                obj, files_dir, sample_input=sample_input, defaults=defaults, **save_options
+            )
             files = _hash_tree(files_dir)
             manifest = saved.to_manifest(
                 cls.name,
@@ -151,6 +150,31 @@ class Registry:
             tags=tags or {},
             created_by=creator,
         )
+
+    def copy_version(self, source: Registry, info: VersionInfo) -> VersionInfo:
+        """Copy a version of ``source`` here under its own number, with its files and aliases.
+
+        CONFLICT if this registry already has a version with that number.
+        """
+        files = source.materialize(info)
+        for file in info.manifest.files:
+            self.artifacts.put(files / file.path, file.sha256)
+        model = source.get_model(info.model)
+        self.store.ensure_model(
+            info.model, task=model.task, description=model.description, created_by=model.created_by
+        )
+        copied = self.store.add_version(
+            info.model,
+            info.manifest,
+            description=info.description,
+            metadata=info.metadata,
+            tags=info.tags,
+            created_by=info.created_by,
+            number=info.version,
+        )
+        for alias in info.aliases:
+            self.set_alias(info.model, alias, info.version)
+        return copied
 
     # -- finding --------------------------------------------------------------
 
@@ -180,9 +204,9 @@ class Registry:
             return self.store.latest(name)
         return self.store.version(name, version)
 
-    def resolve(self, ref: str) -> VersionInfo:
+    def resolve(self, ref: str | ModelRef) -> VersionInfo:
         """The version a reference names: ``name``, ``name:3`` or ``name@alias``."""
-        name, version, alias = parse_ref(ref)
+        name, version, alias = ModelRef.parse(ref) if isinstance(ref, str) else ref
         return self.get_version(name, version, alias=alias)
 
     # -- changing -------------------------------------------------------------

@@ -13,15 +13,16 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from aimass.contract.manifest import Manifest
+from aimass.db.base import utcnow
+from aimass.db.database import SqlStore
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.database import SqlStore
-from aimass.registry.manifest import Manifest
 from aimass.registry.records import AliasEvent, ModelInfo, VersionInfo
-from aimass.registry.tables import AliasEventRow, AliasRow, ModelRow, TagRow, VersionRow, utcnow
+from aimass.registry.tables import AliasEventRow, AliasRow, ModelRow, TagRow, VersionRow
 
 __all__ = ["MetadataStore"]
 
@@ -104,19 +105,38 @@ class MetadataStore(SqlStore):
         metadata: Mapping[str, Any],
         tags: Mapping[str, str],
         created_by: str,
+        number: int | None = None,
     ) -> VersionInfo:
-        """Append a version with the next number of its model, in one transaction."""
+        """Append a version with the next number of its model, in one transaction.
+
+        With ``number``, the version takes that number instead (a copy from
+        another registry keeps its own) and later ones count on from it;
+        CONFLICT if the model already has it.
+        """
+        counter = (
+            ModelRow.last_version + 1
+            if number is None
+            else case((ModelRow.last_version < number, number), else_=ModelRow.last_version)
+        )
         with self._tx() as session:
             bumped = session.execute(
-                update(ModelRow)
-                .where(ModelRow.name == name)
-                .values(last_version=ModelRow.last_version + 1)
+                update(ModelRow).where(ModelRow.name == name).values(last_version=counter)
             )
             if bumped.rowcount != 1:  # type: ignore[attr-defined]
                 raise AimassError(ErrorCode.NOT_FOUND, f"model '{name}' not found")
-            model_id, number = session.execute(
+            model_id, last = session.execute(
                 select(ModelRow.id, ModelRow.last_version).where(ModelRow.name == name)
             ).one()
+            if number is None:
+                number = last
+            elif session.scalar(
+                select(VersionRow.id).where(
+                    VersionRow.model_id == model_id, VersionRow.number == number
+                )
+            ):
+                raise AimassError(
+                    ErrorCode.CONFLICT, f"model '{name}' already has a version {number}"
+                )
             session.add(
                 VersionRow(
                     model_id=model_id,

@@ -1,29 +1,22 @@
 """The registry's relational schema (SQLAlchemy 2 declarative tables).
 
-Alembic migrations under ``migrations/`` create and evolve these tables; a
-test checks the migrated schema matches this module. Model-level tags use
+The migrations under ``aimass/migrations`` create and evolve these tables; a
+test checks the migrated schema matches the declared tables. Model-level tags use
 ``version = 0`` rather than NULL so one unique constraint covers both levels on
 every database.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-__all__ = ["AliasEventRow", "AliasRow", "Base", "ModelRow", "TagRow", "VersionRow", "utcnow"]
+from aimass.db.base import Base, utcnow
 
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    """Declarative base of the registry schema."""
+__all__ = ["AliasEventRow", "AliasRow", "ModelRow", "TagRow", "VersionRow"]
 
 
 class ModelRow(Base):

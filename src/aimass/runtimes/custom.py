@@ -35,12 +35,13 @@ from typing import Any
 
 from typing_extensions import override
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, LoadOptions, Runtime, Saved, SaveOptions
+from aimass.contract.signature import Signature, as_array
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.registry.signature import Signature, Task, as_array
-from aimass.runtimes.base import Arrays, LoadOptions, Runtime, Saved, class_path, import_class
+from aimass.runtimes.loading import class_path, import_class
 
-__all__ = ["PythonModel", "PythonRuntime"]
+__all__ = ["PythonModel", "PythonOptions", "PythonRuntime"]
 
 _ARTIFACTS = "artifacts"
 _CODE = "code"
@@ -67,11 +68,23 @@ class PythonModel(ABC):
         """Predict on a batch of named arrays; every output has one row per input row."""
 
 
+class PythonOptions(SaveOptions):
+    """What a Python model ships with, overriding its class's declarations."""
+
+    artifacts: dict[str, str] | None = None
+    """Files or directories to ship: name -> local path (default: the class's)."""
+    code_paths: list[str] | None = None
+    """Modules or package directories the class needs (default: the class's)."""
+    signature: Signature | None = None
+    """The signature, instead of the one inferred from ``sample_input`` (variable dimensions)."""
+
+
 class PythonRuntime(Runtime):
     """A :class:`PythonModel` subclass, imported by name at load."""
 
     name = "python"
     extra = "python"
+    Options = PythonOptions
 
     def __init__(self, manifest: Manifest, model: PythonModel) -> None:
         super().__init__(manifest)
@@ -86,14 +99,16 @@ class PythonRuntime(Runtime):
 
     @override
     @classmethod
-    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+    def write(
+        cls, obj: Any, directory: Path, *, sample_input: Any, options: PythonOptions
+    ) -> Saved:
         model_cls: type[PythonModel] = obj if isinstance(obj, type) else type(obj)
         path = class_path(model_cls, hint=_CODE_PATHS_HINT)
-        artifacts = dict(options.get("artifacts", obj.artifacts))
-        code_paths = list(options.get("code_paths", obj.code_paths))
+        artifacts = dict(obj.artifacts if options.artifacts is None else options.artifacts)
+        code_paths = list(obj.code_paths if options.code_paths is None else options.code_paths)
         _copy_artifacts(artifacts, directory / _ARTIFACTS)
         code_names = _copy_code(code_paths, directory / _CODE)
-        given: Signature | None = options.get("signature")
+        given = options.signature
         if sample_input is None and given is None:
             raise AimassError(
                 ErrorCode.INVALID_INPUT,
@@ -104,13 +119,11 @@ class PythonRuntime(Runtime):
         # rebuilt from its artifacts fails now rather than in production.
         model = _instantiate(model_cls, directory / _ARTIFACTS)
         signature = _signature(model, sample_input, given)
-        task = options.get("task", Task.CUSTOM)
         return Saved(
             framework="python",
             framework_version=platform.python_version(),
             format="python-class",
             signature=signature,
-            task=Task(task),
             options={"class": path, "code_paths": code_names, "artifacts": sorted(artifacts)},
         )
 

@@ -22,39 +22,47 @@ from typing import Any
 import numpy as np
 from typing_extensions import override
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, LoadOptions, Saved
+from aimass.contract.signature import Task, as_array
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.registry.signature import Signature, Task, as_array
-from aimass.runtimes.base import Arrays, Capability, LoadOptions, Runtime, Saved, require
+from aimass.runtimes.boosters import BoosterRuntime
+from aimass.runtimes.loading import require
 
 __all__ = ["LightGBMRuntime"]
 
 _FILE = "model.txt"
 
 
-class LightGBMRuntime(Runtime):
-    """A LightGBM sklearn-API estimator or a raw ``lightgbm.Booster``."""
+class LightGBMRuntime(BoosterRuntime):
+    """A LightGBM sklearn-API estimator or a raw ``lightgbm.Booster`` (held as ``model``)."""
 
     name = "lightgbm"
     extra = "lightgbm"
-    capabilities = frozenset({Capability.PREDICT, Capability.PREDICT_PROBA})
+    framework = "lightgbm"
+    sample_dtype = np.float64
+    kept_dtype = np.float32
 
-    def __init__(self, manifest: Manifest, booster: Any) -> None:
-        super().__init__(manifest)
-        self.booster = booster
+    def __init__(self, manifest: Manifest, model: Any) -> None:
+        super().__init__(manifest, model)
         classes = manifest.options.get("classes")
         self._classes = None if classes is None else as_array(classes)
 
     @override
     @classmethod
-    def handles(cls, obj: Any) -> bool:
-        if isinstance(obj, os.PathLike):
-            return _is_model_file(Path(obj))
-        return any(c.__module__.split(".")[0] == "lightgbm" for c in type(obj).__mro__)
+    def is_model_file(cls, path: Path) -> bool:
+        if path.suffix not in (".txt", ".lgb", ".model") or not path.is_file():
+            return False
+        try:
+            with path.open("rb") as f:
+                head = f.read(64)
+        except OSError:
+            return False
+        return head.startswith(b"tree\nversion=v")
 
     @override
     @classmethod
-    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+    def write(cls, obj: Any, directory: Path, *, sample_input: Any, options: Any) -> Saved:
         lgb = require("lightgbm", cls.extra)
         if isinstance(obj, os.PathLike):
             obj = lgb.Booster(model_file=os.fspath(obj))
@@ -84,15 +92,15 @@ class LightGBMRuntime(Runtime):
         booster.save_model(str(directory / _FILE))
         # The signature comes from the reloaded file, so it describes exactly
         # what a served version returns.
-        sample = _sample(sample_input, n_features)
+        sample = cls.sample_matrix(sample_input, n_features)
         reloaded = lgb.Booster(model_file=str(directory / _FILE))
         classes = saved_options.get("classes")
         outputs = _outputs(reloaded, kind, None if classes is None else as_array(classes), sample)
-        return Saved(
-            framework="lightgbm",
-            framework_version=lgb.__version__,
-            format="lightgbm-text",
-            signature=Signature.from_samples({"input": sample}, outputs),
+        return cls.described(
+            sample,
+            outputs,
+            version=lgb.__version__,
+            fmt="lightgbm-text",
             task=task,
             options=saved_options,
         )
@@ -105,31 +113,7 @@ class LightGBMRuntime(Runtime):
 
     @override
     def predict(self, inputs: Arrays) -> Arrays:
-        return _outputs(self.booster, self.manifest.options["kind"], self._classes, inputs["input"])
-
-
-def _is_model_file(path: Path) -> bool:
-    if path.suffix not in (".txt", ".lgb", ".model") or not path.is_file():
-        return False
-    try:
-        with path.open("rb") as f:
-            head = f.read(64)
-    except OSError:
-        return False
-    return head.startswith(b"tree\nversion=v")
-
-
-def _sample(sample_input: Any, n_features: int) -> np.ndarray[Any, Any]:
-    if sample_input is None:
-        return np.zeros((1, n_features))
-    sample = as_array(sample_input)
-    if sample.ndim != 2 or sample.shape[1] != n_features or sample.dtype.kind not in "fiub":
-        raise AimassError(
-            ErrorCode.INVALID_INPUT,
-            f"sample_input must be a numeric matrix with {n_features} columns, "
-            f"got {sample.dtype} of shape {list(sample.shape)}",
-        )
-    return sample if sample.dtype == np.float32 else sample.astype(np.float64)
+        return _outputs(self.model, self.manifest.options["kind"], self._classes, inputs["input"])
 
 
 def _outputs(

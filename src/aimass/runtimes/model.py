@@ -2,20 +2,36 @@
 
 This is what ``aimass.load`` returns and what the serving engine holds in its
 cache. ``predict`` takes what the original object's predict took and returns
-the primary output; ``predict_named`` is the engine's batch call on named
-arrays, with the signature enforced before the runtime sees the data and the
-batch size checked after.
+the primary output; ``predict_named`` takes and returns named arrays, with the
+signature enforced before the runtime sees the data and the batch size
+checked after. ``predict_proba`` and ``embed`` are there for versions with
+those capabilities.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.runtimes.base import Arrays, Capability, Runtime
+import numpy as np
 
-__all__ = ["LoadedModel"]
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, Capability, Runtime, embedding_tensors
+from aimass.errors import AimassError, ErrorCode
+
+__all__ = ["LoadedModel", "check_rows"]
+
+
+def check_rows(model: str, outputs: Arrays, rows: int) -> None:
+    """INTERNAL unless every output has ``rows`` rows: a model must answer each row it got."""
+    for name, value in outputs.items():
+        got = len(value) if getattr(value, "ndim", 0) else None
+        if got != rows:
+            raise AimassError(
+                ErrorCode.INTERNAL,
+                f"model {model} returned {name!r} with "
+                f"{'no batch dimension' if got is None else f'{got} rows'} for {rows} inputs",
+            )
 
 
 class LoadedModel:
@@ -32,23 +48,20 @@ class LoadedModel:
         return self.runtime.manifest
 
     @property
+    def ref(self) -> str:
+        """``name:version``."""
+        return f"{self.name}:{self.version}"
+
+    @property
     def capabilities(self) -> frozenset[Capability]:
-        """What this model can do."""
-        return self.runtime.capabilities
+        """What this version can do (its runtime says, from the manifest)."""
+        return type(self.runtime).capabilities_for(self.manifest)
 
     def predict_named(self, inputs: Arrays) -> Arrays:
         """Validate named inputs against the signature, predict, check the batch size."""
         checked = self.manifest.signature.validate_inputs(inputs)
         outputs = self.runtime.predict(checked)
-        rows = len(next(iter(checked.values()))) if checked else 0
-        for out_name, value in outputs.items():
-            if value.ndim == 0 or len(value) != rows:
-                raise AimassError(
-                    ErrorCode.INTERNAL,
-                    f"model {self.name}:{self.version} returned {out_name!r} with "
-                    f"{'no batch dimension' if value.ndim == 0 else len(value)} rows "
-                    f"for {rows} inputs",
-                )
+        check_rows(self.ref, outputs, len(next(iter(checked.values()))) if checked else 0)
         return outputs
 
     def predict(self, value: Any) -> Any:
@@ -57,13 +70,20 @@ class LoadedModel:
         return outputs[self.manifest.signature.outputs[0].name]
 
     def predict_proba(self, value: Any) -> Any:
-        """Class probabilities, for models that have them."""
-        outputs = self.predict_named(self.runtime.to_inputs(value))
-        if "probabilities" not in outputs:
-            raise AimassError(
-                ErrorCode.UNSUPPORTED, f"model {self.name}:{self.version} has no probabilities"
-            )
-        return outputs["probabilities"]
+        """Class probabilities, for versions that predict them."""
+        self._require(Capability.PREDICT_PROBA, "has no probabilities")
+        return self.predict_named(self.runtime.to_inputs(value))["probabilities"]
+
+    def embed(self, texts: str | Sequence[str]) -> np.ndarray[Any, Any]:
+        """One embedding per text, for versions that embed."""
+        self._require(Capability.EMBED, "is not an embedding model")
+        text, embedding = embedding_tensors(self.manifest.signature)
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        return self.predict_named({text: np.array(batch, dtype=object)})[embedding]
+
+    def _require(self, capability: Capability, otherwise: str) -> None:
+        if capability not in self.capabilities:
+            raise AimassError(ErrorCode.UNSUPPORTED, f"model {self.ref} {otherwise}")
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.name!r}, version={self.version}, runtime={self.runtime.name!r})"

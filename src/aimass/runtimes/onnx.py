@@ -20,14 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 from typing_extensions import override
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, ForkPolicy, LoadOptions, Runtime, Saved, SaveOptions
+from aimass.contract.signature import Datatype, Signature, TensorSpec, as_array
+from aimass.convert.plan import open_session
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.registry.signature import Datatype, Signature, Task, TensorSpec, as_array
-from aimass.runtimes.base import Arrays, LoadOptions, Runtime, Saved, require
+from aimass.runtimes.loading import require
 
-__all__ = ["OnnxRuntime", "open_session"]
+__all__ = ["OnnxOptions", "OnnxRuntime"]
 
 _FILE = "model.onnx"
 _DATA = "model.onnx.data"
@@ -36,11 +39,18 @@ _DATA = "model.onnx.data"
 _EXTERNAL_THRESHOLD = 1 << 30
 
 
+class OnnxOptions(SaveOptions):
+    """How an ONNX version runs."""
+
+    intra_op_threads: int = Field(default=1, ge=1, description="onnxruntime's intra-op threads")
+
+
 class OnnxRuntime(Runtime):
     """An ONNX graph in an onnxruntime InferenceSession."""
 
     name = "onnx"
     extra = "onnx"
+    Options = OnnxOptions
 
     def __init__(self, manifest: Manifest, session: Any) -> None:
         super().__init__(manifest)
@@ -57,7 +67,7 @@ class OnnxRuntime(Runtime):
 
     @override
     @classmethod
-    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+    def write(cls, obj: Any, directory: Path, *, sample_input: Any, options: OnnxOptions) -> Saved:
         onnx = require("onnx", cls.extra)
         ort = require("onnxruntime", cls.extra)
         model = onnx.load(os.fspath(obj)) if isinstance(obj, os.PathLike) else obj
@@ -77,7 +87,7 @@ class OnnxRuntime(Runtime):
             )
         else:
             onnx.save_model(model, str(directory / _FILE))
-        threads = int(options.get("intra_op_threads", 1))
+        threads = options.intra_op_threads
         saved_options: dict[str, Any] = {"intra_op_threads": threads, "batch_of_one": batch_of_one}
         try:
             session = open_session(ort, directory / _FILE, threads)
@@ -96,7 +106,6 @@ class OnnxRuntime(Runtime):
             framework_version=f"opset {_opset(model)}; onnxruntime {ort.__version__}",
             format="onnx",
             signature=signature,
-            task=Task(options.get("task", Task.CUSTOM)),
             options=saved_options,
         )
 
@@ -106,6 +115,17 @@ class OnnxRuntime(Runtime):
         ort = require("onnxruntime", cls.extra)
         threads = int(manifest.options.get("intra_op_threads", 1))
         return cls(manifest, open_session(ort, directory / _FILE, threads))
+
+    @override
+    @classmethod
+    def fork_policy(cls, manifest: Manifest, loaded: Runtime | None = None) -> ForkPolicy:
+        if int(manifest.options.get("intra_op_threads", 1)) > 1:
+            return ForkPolicy(
+                shared=False,
+                reason="its onnxruntime session starts a thread pool, "
+                "which does not survive a fork",
+            )
+        return ForkPolicy()
 
     @override
     def predict(self, inputs: Arrays) -> Arrays:
@@ -127,14 +147,6 @@ class OnnxRuntime(Runtime):
                 ErrorCode.INVALID_INPUT, f"the model refused the input: {exc}"
             ) from exc
         return {name: as_array(v) for name, v in zip(self._outputs, values, strict=True)}
-
-
-def open_session(ort: Any, path: Path, threads: int) -> Any:
-    """An onnxruntime CPU session on ``path`` with ``threads`` intra-op threads and one inter-op."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _opset(model: Any) -> int:

@@ -43,27 +43,27 @@ from typing import Any
 import numpy as np
 from typing_extensions import override
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, LoadOptions, Runtime, Saved, SaveOptions
+from aimass.contract.signature import Signature, Task, as_array
+from aimass.convert.plan import Plan, open_plan
+from aimass.convert.sklearn import make_sklearn_plan
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.registry.signature import Signature, Task, as_array
-from aimass.runtimes.base import (
-    Arrays,
-    Capability,
-    Lazy,
-    LoadOptions,
-    Runtime,
-    Saved,
-    artifact_path,
-    refuse_pickle,
-    require,
-)
-from aimass.runtimes.plan import Plan, open_plan
-from aimass.runtimes.sklearn_plan import make_sklearn_plan
+from aimass.runtimes.loading import Lazy, artifact_path, refuse_pickle, require
 
-__all__ = ["SklearnRuntime"]
+__all__ = ["SklearnOptions", "SklearnRuntime"]
 
 _SKOPS_FILE = "model.skops"
 _JOBLIB_FILE = "model.joblib"
+
+
+class SklearnOptions(SaveOptions):
+    """How a scikit-learn model is saved (defaults from the registry settings)."""
+
+    prefer_safe: bool = True
+    """Save with skops when the model round-trips through it, else joblib (a pickle)."""
+    onnx_serving_plan: bool = True
+    """Also save a verified ONNX serving plan when the model converts (the onnx extra)."""
 
 
 class SklearnRuntime(Runtime):
@@ -75,7 +75,7 @@ class SklearnRuntime(Runtime):
 
     name = "sklearn"
     extra = "sklearn"
-    capabilities = frozenset({Capability.PREDICT, Capability.PREDICT_PROBA})
+    Options = SklearnOptions
 
     def __init__(
         self,
@@ -105,7 +105,9 @@ class SklearnRuntime(Runtime):
 
     @override
     @classmethod
-    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+    def write(
+        cls, obj: Any, directory: Path, *, sample_input: Any, options: SklearnOptions
+    ) -> Saved:
         sklearn = require("sklearn", cls.extra)
         from sklearn.base import is_classifier, is_regressor
 
@@ -113,7 +115,7 @@ class SklearnRuntime(Runtime):
         sample = _sample(obj, sample_input)
         inputs = _to_named(sample, columns)
         outputs = _outputs(obj, sample)
-        fmt, trusted = _dump(obj, directory, sample, options.get("prefer_safe", True))
+        fmt, trusted = _dump(obj, directory, sample, options.prefer_safe)
         signature = Signature.from_samples(inputs, outputs)
         task = (
             Task.CLASSIFICATION
@@ -123,9 +125,11 @@ class SklearnRuntime(Runtime):
             else Task.CUSTOM
         )
         saved_options: dict[str, Any] = {"trusted": trusted}
+        if hasattr(obj, "classes_"):
+            saved_options["classes"] = np.asarray(obj.classes_).tolist()
         if columns is not None:
             saved_options["columns"] = columns
-        elif options.get("onnx_serving_plan", True):
+        elif options.onnx_serving_plan:
             plan = make_sklearn_plan(obj, sample, directory, signature, partial(_outputs, obj))
             if plan is not None:
                 saved_options["onnx_plan"] = plan
@@ -153,6 +157,15 @@ class SklearnRuntime(Runtime):
         if self.plan is not None:
             return self.plan.run(inputs)
         return _outputs(self.estimator, self._native(inputs))
+
+    @override
+    def labels(self) -> list[Any] | None:
+        recorded = super().labels()
+        if recorded is not None:
+            return recorded
+        # Versions saved before their classes were recorded: ask the estimator.
+        found = getattr(self.estimator, "classes_", None)
+        return None if found is None else list(found)
 
     @override
     def to_inputs(self, value: Any) -> Arrays:

@@ -43,48 +43,74 @@ torch; ``module`` is then loaded on first use. Turn plans off with
 
 from __future__ import annotations
 
-import io
+import importlib.util
 import shutil
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
+from pydantic import Field
 from typing_extensions import override
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, ForkPolicy, LoadOptions, Runtime, Saved, SaveOptions
+from aimass.contract.signature import Signature, as_array
+from aimass.convert.plan import Plan, open_plan
+from aimass.convert.torch import make_torch_plan
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.registry.signature import Signature, as_array
-from aimass.runtimes.base import (
-    Arrays,
-    Lazy,
-    LoadOptions,
-    Runtime,
-    Saved,
-    artifact_path,
-    class_path,
-    import_class,
-    refuse_pickle,
-    require,
-)
-from aimass.runtimes.plan import Plan, make_plan, open_plan
-
-__all__ = ["FORMATS", "TorchRuntime"]
-
-_IMPORTABLE_HINT = (
-    "define it at the top level of an importable module, or save with format='export'"
+from aimass.runtimes.loading import Lazy, artifact_path, refuse_pickle, require
+from aimass.runtimes.torch_formats import (
+    ATOL,
+    FILES,
+    FORMATS,
+    LOADERS,
+    RTOL,
+    load_export,
+    run,
+    save_first,
+    verify,
 )
 
-FORMATS = ("state_dict", "export", "torchscript")
-"""The formats a module can be saved in, in order of preference."""
+__all__ = ["FORMATS", "TorchOptions", "TorchRuntime", "torch_fork_guard"]
 
-# How closely a reloaded artifact or a serving plan must reproduce the module.
-RTOL = 1e-5
-ATOL = 1e-6
-_FILES = {"state_dict": "model.safetensors", "export": "model.pt2", "torchscript": "model.pt"}
 # Frameworks with their own runtime: detection must leave their modules to it.
 _OTHER_RUNTIMES = ("transformers.", "sentence_transformers.")
+
+
+class TorchOptions(SaveOptions):
+    """How a PyTorch module is saved and run."""
+
+    format: Literal["state_dict", "export", "torchscript"] | None = None
+    """Force one format instead of trying them in order."""
+    init_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """JSON keyword arguments of the module's ``__init__`` (the state_dict format)."""
+    threads: int | None = Field(default=None, ge=1)
+    """torch's intra-op threads while this model is loaded (process-wide in torch)."""
+    onnx_serving_plan: bool = True
+    """Also save a verified ONNX serving plan when the module converts (the onnx extra)."""
+
+
+def torch_fork_guard(workers: int) -> Callable[[], None]:
+    """Keep torch's OpenMP pool from starting before a fork; what each worker runs after it.
+
+    A forked child inherits the pool as threads that do not exist, and its
+    first parallel op hangs; so the supervisor runs torch on one thread while
+    it loads, and each worker starts its own pool with its share of the CPUs,
+    and re-seeds torch's generator (a fork copies it into every worker alike).
+    """
+    try:
+        import torch
+    except ImportError:  # the load will report the missing extra
+        return lambda: None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    share = max(1, threads // workers)
+
+    def after_fork() -> None:
+        torch.seed()
+        torch.set_num_threads(share)
+
+    return after_fork
 
 
 class TorchRuntime(Runtime):
@@ -92,6 +118,7 @@ class TorchRuntime(Runtime):
 
     name = "torch"
     extra = "torch"
+    Options = TorchOptions
 
     def __init__(
         self,
@@ -129,7 +156,7 @@ class TorchRuntime(Runtime):
 
     @override
     @classmethod
-    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+    def write(cls, obj: Any, directory: Path, *, sample_input: Any, options: TorchOptions) -> Saved:
         torch = require("torch", cls.extra)
         if sample_input is None:
             raise AimassError(
@@ -139,31 +166,36 @@ class TorchRuntime(Runtime):
             )
         if isinstance(obj, Path):
             return _save_program_file(obj, directory, sample_input, torch.__version__)
-        forced = options.get("format")
-        if forced is not None and forced not in FORMATS:
-            raise AimassError(
-                ErrorCode.UNSUPPORTED, f"unknown torch format {forced!r}; known: {list(FORMATS)}"
-            )
         inputs = _sample_arrays(sample_input)
         single = not isinstance(sample_input, Mapping)
-        init_kwargs = dict(options.get("init_kwargs") or {})
         saved_options: dict[str, Any] = {"single_input": single}
         was_training = obj.training
         obj.eval()
         try:
             expected = _run_sample(obj, inputs, single)
             signature = Signature.from_samples(inputs, expected)
-            formats = (forced,) if forced else FORMATS
-            fmt, extra = _save_first(obj, directory, formats, inputs, expected, single, init_kwargs)
-            if options.get("onnx_serving_plan", True):
-                plan = _make_plan(obj, inputs, directory, signature, single)
+            formats = (options.format,) if options.format else FORMATS
+            fmt, extra = save_first(
+                obj, directory, formats, inputs, expected, single, dict(options.init_kwargs)
+            )
+            if options.onnx_serving_plan:
+                plan = make_torch_plan(
+                    obj,
+                    inputs,
+                    directory,
+                    signature,
+                    lambda rows: run(obj, rows, single=single),
+                    single=single,
+                    rtol=RTOL,
+                    atol=ATOL,
+                )
                 if plan is not None:
                     saved_options["onnx_plan"] = plan
         finally:
             obj.train(was_training)
         saved_options.update(extra)
-        if options.get("threads") is not None:
-            saved_options["threads"] = int(options["threads"])
+        if options.threads is not None:
+            saved_options["threads"] = options.threads
         return Saved(
             framework="torch",
             framework_version=torch.__version__,
@@ -185,10 +217,29 @@ class TorchRuntime(Runtime):
         return cls(manifest, directory, options, module=module)
 
     @override
+    @classmethod
+    def fork_policy(cls, manifest: Manifest, loaded: Runtime | None = None) -> ForkPolicy:
+        if manifest.options.get("threads") not in (None, 1):
+            return ForkPolicy(
+                shared=False,
+                reason="it sets torch's thread count, which starts a pool that does not "
+                "survive a fork",
+            )
+        # A version served by its ONNX plan never imports torch.
+        if isinstance(loaded, TorchRuntime):
+            planned = loaded.plan is not None
+        else:
+            planned = (
+                "onnx_plan" in manifest.options
+                and importlib.util.find_spec("onnxruntime") is not None
+            )
+        return ForkPolicy() if planned else ForkPolicy(prepare=torch_fork_guard)
+
+    @override
     def predict(self, inputs: Arrays) -> Arrays:
         if self.plan is not None:
             return self.plan.run(inputs)
-        return _run(self.module, inputs, single=self._single)
+        return run(self.module, inputs, single=self._single)
 
 
 def _load_module(
@@ -204,9 +255,8 @@ def _load_module(
     threads = manifest.options.get("threads")
     if threads is not None:
         torch.set_num_threads(int(threads))
-    name = _FILES[fmt]
-    path = artifact_path(directory, name, manifest, recheck=lazily)
-    return _LOADERS[fmt](path, manifest.options)
+    path = artifact_path(directory, FILES[fmt], manifest, recheck=lazily)
+    return LOADERS[fmt](path, manifest.options)
 
 
 def _sample_arrays(sample: Any) -> Arrays:
@@ -225,7 +275,7 @@ def _sample_arrays(sample: Any) -> Arrays:
 
 def _run_sample(module: Callable[..., Any], inputs: Arrays, single: bool) -> Arrays:
     try:
-        return _run(module, inputs, single=single)
+        return run(module, inputs, single=single)
     except AimassError:
         raise
     except Exception as exc:
@@ -234,96 +284,16 @@ def _run_sample(module: Callable[..., Any], inputs: Arrays, single: bool) -> Arr
         ) from exc
 
 
-def _tensors(inputs: Arrays) -> dict[str, Any]:
-    import torch
-
-    # from_numpy shares memory but refuses negative strides.
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-
-
-def _call(module: Callable[..., Any], tensors: dict[str, Any], single: bool) -> Any:
-    if single:
-        return module(next(iter(tensors.values())))
-    return module(**tensors)
-
-
-def _run(module: Callable[..., Any], inputs: Arrays, *, single: bool) -> Arrays:
-    import torch
-
-    with torch.inference_mode():
-        return _outputs(_call(module, _tensors(inputs), single))
-
-
-def _outputs(out: Any) -> Arrays:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return {"output": as_array(out)}
-    if isinstance(out, tuple | list) and all(isinstance(t, torch.Tensor) for t in out):
-        return {f"output_{i}": as_array(t) for i, t in enumerate(out)}
-    if isinstance(out, Mapping) and all(isinstance(t, torch.Tensor) for t in out.values()):
-        return {str(k): as_array(t) for k, t in out.items()}
-    raise AimassError(
-        ErrorCode.UNSUPPORTED,
-        f"forward returned a {type(out).__name__}; aimass serves a tensor, "
-        "a tuple of tensors or a mapping of tensors",
-    )
-
-
-def _other_batch(inputs: Arrays) -> Arrays:
-    """The sample twice over: a second batch size that shows a specialised batch dimension."""
-    return {k: np.concatenate([v, v]) for k, v in inputs.items()}
-
-
-def _save_first(
-    obj: Any,
-    directory: Path,
-    formats: tuple[str, ...],
-    inputs: Arrays,
-    expected: Arrays,
-    single: bool,
-    init_kwargs: dict[str, Any],
-) -> tuple[str, dict[str, Any]]:
-    """Save in the first of ``formats`` whose reloaded artifact reproduces ``obj``."""
-    failures: list[str] = []
-    for fmt in formats:
-        path = directory / _FILES[fmt]
-        try:
-            extra = _SAVERS[fmt](obj, path, inputs, single, init_kwargs)
-            _verify(_LOADERS[fmt](path, extra), inputs, expected, single)
-        except Exception as exc:
-            path.unlink(missing_ok=True)
-            failures.append(f"{fmt}: {exc}")
-            continue
-        return fmt, extra
-    raise AimassError(
-        ErrorCode.UNSUPPORTED, "could not save this torch module; " + "; ".join(failures)
-    )
-
-
-def _verify(module: Callable[..., Any], inputs: Arrays, expected: Arrays, single: bool) -> None:
-    doubled = {k: np.concatenate([v, v]) for k, v in expected.items()}
-    for sample, want in ((inputs, expected), (_other_batch(inputs), doubled)):
-        got = _run(module, sample, single=single)
-        if got.keys() != want.keys() or not all(
-            got[k].shape == want[k].shape and np.allclose(got[k], want[k], rtol=RTOL, atol=ATOL)
-            for k in want
-        ):
-            raise AimassError(
-                ErrorCode.UNSUPPORTED, "the reloaded artifact does not reproduce the module"
-            )
-
-
 def _save_program_file(path: Path, directory: Path, sample_input: Any, version: str) -> Saved:
     """Register a ``.pt2`` file written by ``torch.export.save``: copy it, then describe it."""
-    target = directory / _FILES["export"]
+    target = directory / FILES["export"]
     shutil.copyfile(path, target)
     inputs = _sample_arrays(sample_input)
     single = not isinstance(sample_input, Mapping)
-    module = _load_export(target, {})
+    module = load_export(target, {})
     try:
         outputs = _run_sample(module, inputs, single)
-        _verify(module, inputs, outputs, single)
+        verify(module, inputs, outputs, single)
     except Exception as exc:
         target.unlink()
         raise AimassError(
@@ -338,161 +308,3 @@ def _save_program_file(path: Path, directory: Path, sample_input: Any, version: 
         unsafe=True,
         options={"single_input": single},
     )
-
-
-# --- state_dict ---------------------------------------------------------------
-
-
-def _save_state_dict(
-    obj: Any, path: Path, inputs: Arrays, single: bool, init_kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    import json
-
-    from safetensors.torch import save_model
-
-    cls_path = class_path(type(obj), hint=_IMPORTABLE_HINT)
-    # Round-trip through JSON now so a kwarg that cannot be recorded fails here.
-    kwargs = json.loads(json.dumps(init_kwargs))
-    save_model(obj, str(path))
-    return {"class": cls_path, "init_kwargs": kwargs}
-
-
-def _load_state_dict(path: Path, options: Mapping[str, Any]) -> Any:
-    import torch
-    from safetensors.torch import load_model
-
-    module_cls = import_class(options["class"], torch.nn.Module, hint=_IMPORTABLE_HINT)
-    module = module_cls(**options.get("init_kwargs", {}))
-    load_model(module, str(path), strict=True)
-    return module.eval()
-
-
-# --- export -------------------------------------------------------------------
-
-
-def _save_export(
-    obj: Any, path: Path, inputs: Arrays, single: bool, init_kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    import torch
-    from torch.export import Dim
-
-    # export specialises a dimension of size 1, so trace on at least two rows.
-    sample = inputs if len(next(iter(inputs.values()))) > 1 else _other_batch(inputs)
-    tensors = _tensors(sample)
-    batch = Dim("batch")
-    if single:
-        program = torch.export.export(
-            obj, (next(iter(tensors.values())),), dynamic_shapes=({0: batch},), strict=False
-        )
-    else:
-        program = torch.export.export(
-            obj,
-            (),
-            kwargs=tensors,
-            dynamic_shapes={k: {0: batch} for k in tensors},
-            strict=False,
-        )
-    torch.export.save(program, path)
-    return {}
-
-
-def _load_export(path: Path, options: Mapping[str, Any]) -> Any:
-    import torch
-
-    return torch.export.load(path).module()
-
-
-# --- torchscript --------------------------------------------------------------
-
-
-def _save_torchscript(
-    obj: Any, path: Path, inputs: Arrays, single: bool, init_kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    import torch
-
-    # TorchScript is deprecated; it stays as the last resort for modules
-    # torch.export cannot capture, so its deprecation warnings are expected.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            scripted = torch.jit.script(obj)
-            method = "script"
-        except Exception:
-            tensors = _tensors(inputs)
-            if single:
-                scripted = torch.jit.trace(obj, (next(iter(tensors.values())),))  # type: ignore[no-untyped-call]
-            else:
-                scripted = torch.jit.trace(obj, example_kwarg_inputs=tensors)  # type: ignore[no-untyped-call]
-            method = "trace"
-        torch.jit.save(scripted, str(path))
-    return {"torchscript": method}
-
-
-def _load_torchscript(path: Path, options: Mapping[str, Any]) -> Any:
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
-
-
-# --- ONNX serving plan --------------------------------------------------------
-
-
-def _make_plan(
-    obj: Any, inputs: Arrays, directory: Path, signature: Signature, single: bool
-) -> dict[str, Any] | None:
-    """The plan's manifest entry (see the module docstring), or None when the module gets none."""
-    if any(value.dtype.kind != "f" for value in inputs.values()):
-        return None  # token ids and the like: the verification rows would be meaningless
-    try:
-        import onnx
-    except ImportError:  # the onnx extra is not installed: served by torch
-        return None
-    import torch
-
-    names = list(inputs)
-    outputs = [spec.name for spec in signature.outputs]
-
-    def convert(rows: Arrays) -> Any:
-        tensors = _tensors({name: value[:2] for name, value in rows.items()})
-        args = (next(iter(tensors.values())),) if single else ()
-        buffer = io.BytesIO()
-        # The TorchScript-based exporter is deprecated but seconds faster; its
-        # warnings say so on every call.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                obj,
-                args,
-                buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes files
-                kwargs=None if single else tensors,
-                input_names=names,
-                output_names=outputs,
-                dynamic_axes={name: {0: "batch"} for name in names + outputs},
-                dynamo=False,
-            )
-        return onnx.load_model_from_string(buffer.getvalue())
-
-    return make_plan(
-        convert,
-        inputs,
-        directory,
-        signature,
-        lambda rows: _run(obj, rows, single=single),
-        rtol=RTOL,
-        atol=ATOL,
-        converter=f"torch.onnx {torch.__version__}",
-    )
-
-
-_SAVERS: dict[str, Callable[[Any, Path, Arrays, bool, dict[str, Any]], dict[str, Any]]] = {
-    "state_dict": _save_state_dict,
-    "export": _save_export,
-    "torchscript": _save_torchscript,
-}
-_LOADERS: dict[str, Callable[[Path, Mapping[str, Any]], Any]] = {
-    "state_dict": _load_state_dict,
-    "export": _load_export,
-    "torchscript": _load_torchscript,
-}

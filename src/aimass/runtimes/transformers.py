@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
+import threading
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,12 +32,19 @@ from typing import Any
 import numpy as np
 from typing_extensions import override
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, ForkPolicy, LoadOptions, Runtime, Saved, SaveOptions
+from aimass.contract.signature import Signature, Task, as_array
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.registry.signature import Signature, Task, as_array
-from aimass.runtimes.base import Arrays, Capability, LoadOptions, Runtime, Saved, require
+from aimass.runtimes.loading import require
+from aimass.runtimes.torch import torch_fork_guard
 
-__all__ = ["EmbeddingRuntime", "TextClassificationRuntime", "TransformersRuntime"]
+__all__ = [
+    "EmbeddingRuntime",
+    "TextClassificationRuntime",
+    "TransformersOptions",
+    "TransformersRuntime",
+]
 
 _ST_FORMAT = "sentence-transformers"
 _HF_FORMAT = "transformers"
@@ -44,13 +53,19 @@ _DEFAULT_SAMPLE = ("aimass", "a sentence to embed")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".msgpack")
 
 
+class TransformersOptions(SaveOptions):
+    """How a Hugging Face model is saved."""
+
+    normalize: bool = False
+    """Scale every embedding to unit length (models that end in a Normalize module always do)."""
+
+
 class TransformersRuntime(Runtime):
     """Saves and loads both kinds; ``load`` returns the subclass that serves the kind."""
 
     name = "transformers"
     extra = "transformers"
-    # What models of this runtime can do; each loaded model narrows it.
-    capabilities = frozenset({Capability.PREDICT, Capability.EMBED, Capability.PREDICT_PROBA})
+    Options = TransformersOptions
 
     @override
     @classmethod
@@ -72,7 +87,9 @@ class TransformersRuntime(Runtime):
 
     @override
     @classmethod
-    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+    def write(
+        cls, obj: Any, directory: Path, *, sample_input: Any, options: TransformersOptions
+    ) -> Saved:
         transformers = require("transformers", cls.extra)
         texts = _texts(as_array(_DEFAULT_SAMPLE if sample_input is None else sample_input))
         if isinstance(obj, Path):
@@ -103,7 +120,7 @@ class TransformersRuntime(Runtime):
             raise AimassError(ErrorCode.UNSUPPORTED, "the model was not saved as safetensors")
         if _is_sentence_transformer(obj):
             sentence_transformers = require("sentence_transformers", cls.extra)
-            normalize = bool(options.get("normalize", False)) or _ends_normalized(obj)
+            normalize = options.normalize or _ends_normalized(obj)
             embedder = EmbeddingRuntime.create(obj, normalize)
             outputs = embedder.run(texts)
             return Saved(
@@ -122,7 +139,7 @@ class TransformersRuntime(Runtime):
             format=_HF_FORMAT,
             signature=Signature.from_samples({"text": as_array(texts)}, outputs),
             task=Task.TEXT_CLASSIFICATION,
-            options={"labels": classifier.labels},
+            options={"labels": classifier.names},
         )
 
     @override
@@ -138,6 +155,11 @@ class TransformersRuntime(Runtime):
                 model, tokenizer = _load_classifier(directory)
             return TextClassificationRuntime(manifest, model, tokenizer)
         raise AimassError(ErrorCode.UNSUPPORTED, f"unknown transformers format {manifest.format!r}")
+
+    @override
+    @classmethod
+    def fork_policy(cls, manifest: Manifest, loaded: Runtime | None = None) -> ForkPolicy:
+        return ForkPolicy(prepare=torch_fork_guard, before_fork=_stop_tqdm_monitors)
 
     @override
     def to_inputs(self, value: Any) -> Arrays:
@@ -156,8 +178,6 @@ class TransformersRuntime(Runtime):
 
 class EmbeddingRuntime(TransformersRuntime):
     """A loaded sentence-transformers model: text in, one embedding per text out."""
-
-    capabilities = frozenset({Capability.PREDICT, Capability.EMBED})
 
     def __init__(self, manifest: Manifest, model: Any, normalize: bool) -> None:
         super().__init__(manifest)
@@ -186,14 +206,12 @@ class EmbeddingRuntime(TransformersRuntime):
 class TextClassificationRuntime(TransformersRuntime):
     """A loaded sequence classifier: text in, label, score and probabilities out."""
 
-    capabilities = frozenset({Capability.PREDICT, Capability.PREDICT_PROBA})
-
     def __init__(self, manifest: Manifest, model: Any, tokenizer: Any) -> None:
         super().__init__(manifest)
         self.model = model
         self.tokenizer = tokenizer
         config = model.config
-        self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
+        self.names = [str(config.id2label[i]) for i in range(config.num_labels)]
         # Mirror the text-classification pipeline: sigmoid for one logit or
         # multi-label problems, softmax otherwise.
         self._sigmoid = config.num_labels == 1 or (
@@ -207,6 +225,10 @@ class TextClassificationRuntime(TransformersRuntime):
         """A classifier around an in-memory model, before there is a manifest (used by save)."""
         placeholder = _placeholder_manifest(_HF_FORMAT, Task.TEXT_CLASSIFICATION)
         return cls(placeholder, model, tokenizer)
+
+    @override
+    def labels(self) -> list[Any] | None:
+        return list(self.names)
 
     @override
     def run(self, texts: list[str]) -> Arrays:
@@ -226,7 +248,7 @@ class TextClassificationRuntime(TransformersRuntime):
         probs = probabilities.numpy()
         best = probs.argmax(axis=1)
         return {
-            "label": np.array([self.labels[i] for i in best], dtype=object),
+            "label": np.array([self.names[i] for i in best], dtype=object),
             "score": probs[np.arange(len(best)), best].astype(np.float32),
             "probabilities": probs.astype(np.float32),
         }
@@ -326,6 +348,21 @@ class _LoadedPipeline:
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model
         self.tokenizer = tokenizer
+
+
+def _stop_tqdm_monitors() -> None:
+    """Stop tqdm's monitor threads (transformers' progress bars start them) before a fork.
+
+    A forked worker must not inherit a lock such a thread holds; tqdm starts a
+    new monitor when a later bar needs one.
+    """
+    if "tqdm" not in sys.modules:
+        return
+    from tqdm import TMonitor
+
+    for thread in threading.enumerate():
+        if isinstance(thread, TMonitor):
+            thread.exit()
 
 
 @contextlib.contextmanager

@@ -16,19 +16,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from typing_extensions import override
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, LoadOptions, Saved, SaveOptions
+from aimass.contract.signature import Task, as_array
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.registry.signature import Signature, Task, as_array
-from aimass.runtimes.base import Arrays, Capability, LoadOptions, Runtime, Saved, require
+from aimass.runtimes.boosters import BoosterRuntime
+from aimass.runtimes.loading import require
 
-__all__ = ["XGBoostRuntime"]
-
-_FORMATS = ("ubj", "json")
+__all__ = ["XGBoostOptions", "XGBoostRuntime"]
 # The estimator classes a saved file may name; anything else is refused at load
 # so a manifest cannot make us instantiate an arbitrary attribute.
 _ESTIMATORS = frozenset(
@@ -36,33 +36,44 @@ _ESTIMATORS = frozenset(
 )
 
 
-class XGBoostRuntime(Runtime):
+class XGBoostOptions(SaveOptions):
+    """How an XGBoost model is saved."""
+
+    model_format: Literal["ubj", "json"] = "ubj"
+    """XGBoost's own model format: UBJSON (compact) or JSON (readable)."""
+
+
+class XGBoostRuntime(BoosterRuntime):
     """An XGBoost sklearn-API estimator or a raw ``xgboost.Booster``."""
 
     name = "xgboost"
     extra = "xgboost"
-    capabilities = frozenset({Capability.PREDICT, Capability.PREDICT_PROBA})
-
-    def __init__(self, manifest: Manifest, model: Any) -> None:
-        super().__init__(manifest)
-        self.model = model
-
-    @override
-    @classmethod
-    def handles(cls, obj: Any) -> bool:
-        if isinstance(obj, os.PathLike):
-            return _is_model_file(Path(obj))
-        return any(c.__module__.split(".")[0] == "xgboost" for c in type(obj).__mro__)
+    framework = "xgboost"
+    Options = XGBoostOptions
+    sample_dtype = np.float32
+    kept_dtype = np.float64
 
     @override
     @classmethod
-    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+    def is_model_file(cls, path: Path) -> bool:
+        try:
+            if path.suffix == ".ubj" and path.is_file():
+                with path.open("rb") as f:
+                    return b"learner" in f.read(64)
+            if path.suffix == ".json" and path.is_file():
+                with path.open("rb") as f:
+                    return f.read(64).lstrip().startswith(b'{"learner"')
+        except OSError:
+            return False
+        return False
+
+    @override
+    @classmethod
+    def write(
+        cls, obj: Any, directory: Path, *, sample_input: Any, options: XGBoostOptions
+    ) -> Saved:
         xgb = require("xgboost", cls.extra)
-        fmt = options.get("model_format", "ubj")
-        if fmt not in _FORMATS:
-            raise AimassError(
-                ErrorCode.INVALID_INPUT, f"model_format must be one of {_FORMATS}, not {fmt!r}"
-            )
+        fmt = options.model_format
         if isinstance(obj, os.PathLike):
             obj = xgb.Booster(model_file=os.fspath(obj))
         file = f"model.{fmt}"
@@ -94,14 +105,12 @@ class XGBoostRuntime(Runtime):
         # The signature comes from the reloaded file, so it describes exactly
         # what a served version returns.
         model = _load(xgb, directory, saved_options)
-        sample = _sample(sample_input, n_features)
-        inputs = {"input": sample}
-        outputs = _outputs(model, kind, sample)
-        return Saved(
-            framework="xgboost",
-            framework_version=xgb.__version__,
-            format=f"xgboost-{fmt}",
-            signature=Signature.from_samples(inputs, outputs),
+        sample = cls.sample_matrix(sample_input, n_features)
+        return cls.described(
+            sample,
+            _outputs(model, kind, sample),
+            version=xgb.__version__,
+            fmt=f"xgboost-{fmt}",
             task=_task(kind, estimator, model),
             options=saved_options,
         )
@@ -117,19 +126,6 @@ class XGBoostRuntime(Runtime):
         return _outputs(self.model, self.manifest.options["kind"], inputs["input"])
 
 
-def _is_model_file(path: Path) -> bool:
-    try:
-        if path.suffix == ".ubj" and path.is_file():
-            with path.open("rb") as f:
-                return b"learner" in f.read(64)
-        if path.suffix == ".json" and path.is_file():
-            with path.open("rb") as f:
-                return f.read(64).lstrip().startswith(b'{"learner"')
-    except OSError:
-        return False
-    return False
-
-
 def _load(xgb: Any, directory: Path, options: dict[str, Any]) -> Any:
     path = directory / options["file"]
     if options["kind"] == "booster":
@@ -140,19 +136,6 @@ def _load(xgb: Any, directory: Path, options: dict[str, Any]) -> Any:
     model = getattr(xgb, estimator)()
     model.load_model(path)
     return model
-
-
-def _sample(sample_input: Any, n_features: int) -> np.ndarray[Any, Any]:
-    if sample_input is None:
-        return np.zeros((1, n_features), dtype=np.float32)
-    sample = as_array(sample_input)
-    if sample.ndim != 2 or sample.shape[1] != n_features or sample.dtype.kind not in "fiub":
-        raise AimassError(
-            ErrorCode.INVALID_INPUT,
-            f"sample_input must be a numeric matrix with {n_features} columns, "
-            f"got {sample.dtype} of shape {list(sample.shape)}",
-        )
-    return sample if sample.dtype == np.float64 else sample.astype(np.float32)
 
 
 def _outputs(model: Any, kind: str, x: np.ndarray[Any, Any]) -> Arrays:

@@ -1,5 +1,5 @@
-"""HTTP adapters over the serving engine: OIP REST, OpenAI-compatible, one error mapping."""
+"""The protocol adapters over the serving engine: OIP REST, OpenAI-compatible, runs, OpenAPI.
 
-from aimass.server.app import create_app
-
-__all__ = ["create_app"]
+Each adapter declares its routes (:mod:`aimass.http.routes`); the composition
+root, :mod:`aimass.app`, puts them in one table and assembles the server.
+"""

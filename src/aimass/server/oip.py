@@ -4,31 +4,33 @@ Health, server and model metadata, model readiness, inference (JSON and
 Triton's binary tensor extension) and the model repository extension. A model
 name in the path may be a reference (``iris@production``, ``iris:2``); the
 engine resolves it. The infer route is the hot path: it parses the raw body
-with orjson through :mod:`aimass.codecs`, awaits the engine and writes bytes,
-with no schema validation or logging in between.
+with orjson through :mod:`aimass.codecs` into the request object, awaits the
+engine and writes bytes, with no schema validation or logging in between.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from aimass.codecs import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from aimass.codecs import HEADER_LENGTH, RequestLimits, decode_infer_request, encode_infer_response
 from aimass.codecs.request import parse_header_length, parse_json_object
+from aimass.contract.reference import REFERENCE_PATTERN
+from aimass.contract.signature import TensorSpec
 from aimass.errors import AimassError, ErrorCode
-from aimass.gateway.limits import RequestLimits
-from aimass.registry import Registry, TensorSpec, VersionInfo
-from aimass.server.body import json_response, read_body, receive_body, send_success
-from aimass.server.errors import Protocol, failure_response, guarded, request_id
-from aimass.serving import Engine
+from aimass.http.body import json_response, read_body, receive_body, send_success
+from aimass.http.caller import CALLER
+from aimass.http.errors import Protocol, failure_response, request_id
+from aimass.http.routes import Answer, Body, Param, Params, Route
+from aimass.registry.records import VersionInfo
+from aimass.roles import Role
+from aimass.serving.engine import Engine
 from aimass.settings import ServerSettings
 
-__all__ = ["EXTENSIONS", "InferEndpoint", "OipRoutes"]
+__all__ = ["EXTENSIONS", "SCHEMAS", "InferEndpoint", "OipRoutes"]
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 """The OIP extensions this server implements, as ``GET /v2`` lists them."""
@@ -38,18 +40,119 @@ _VERSION = "/v2/models/{name}/versions/{version}"
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _OCTET_STREAM = (b"content-type", b"application/octet-stream")
 
+NAME = Param.string(
+    "name", pattern=REFERENCE_PATTERN, description="model name, or a reference: name:3, name@alias"
+)
+VERSION = Param.integer(
+    "version",
+    low=1,
+    description="version number",
+    not_found="model '{name}' has no version '{version}'",
+)
 
-def _version(params: dict[str, str]) -> int | None:
-    raw = params.get("version")
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        name = params["name"]
-        raise AimassError(ErrorCode.NOT_FOUND, f"model '{name}' has no version '{raw}'")
-    return int(raw)
+SCHEMAS: dict[str, Any] = {
+    "ServerMetadata": {
+        "type": "object",
+        "required": ["name", "version", "extensions"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "ModelMetadata": {
+        "type": "object",
+        "required": ["name", "versions", "platform", "inputs", "outputs"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+        },
+    },
+    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
+    "Ready": {
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"ready": {"type": "boolean"}},
+    },
+    "ModelReady": {
+        "type": "object",
+        "required": ["name", "ready"],
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+    },
+    "RepositoryIndexRequest": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+    "RepositoryIndex": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["name", "state", "reason"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "state": {"type": "string", "enum": ["", "READY", "LOADING", "UNAVAILABLE"]},
+                "reason": {"type": "string"},
+            },
+        },
+    },
+    "Loaded": {
+        "type": "object",
+        "required": ["name", "load"],
+        "properties": {"name": {"type": "string"}, "load": {"type": "boolean"}},
+    },
+    "Unloaded": {
+        "type": "object",
+        "required": ["name", "unload"],
+        "properties": {"name": {"type": "string"}, "unload": {"type": "boolean"}},
+    },
+}
 
 
-def _timeout(parameters: dict[str, Any]) -> float | None:
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"$ref": f"#/components/schemas/{name}"}}
+
+
+_BINARY = {
+    "type": "string",
+    "format": "binary",
+    "description": "a JSON header of Inference-Header-Content-Length bytes, then raw tensors",
+}
+
+
+def _invoker(
+    method: str, path: str, name: str, summary: str, endpoint: Any, **declared: Any
+) -> Route:
+    return Route(method, path, name, summary, endpoint, Role.INVOKER, Protocol.OIP, **declared)
+
+
+def _model(
+    method: str, path: str, name: str, summary: str, endpoint: Any, **declared: Any
+) -> Route:
+    """A route on one model: in a scoped key's scope, 404 for an unknown one."""
+    errors = declared.pop("errors", (ErrorCode.NOT_FOUND,))
+    return _invoker(method, path, name, summary, endpoint, model="name", errors=errors, **declared)
+
+
+def _repository(action: str, summary: str, endpoint: Any, answer: str, *errors: ErrorCode) -> Route:
+    """``POST /v2/repository/models/{name}/ACTION``: a management action on one model."""
+    return Route(
+        "POST",
+        f"/v2/repository/models/{{name}}/{action}",
+        f"{action}Model",
+        summary,
+        endpoint,
+        Role.DEPLOYER,
+        Protocol.OIP,
+        params=(NAME,),
+        answers=(Answer(200, f"{action}ed", _json(answer)),),
+        errors=(ErrorCode.NOT_FOUND, *errors),
+        model="name",
+        management=True,
+    )
+
+
+def _timeout(parameters: Any) -> float | None:
     # Triton's (and tritonclient's) request timeout is in microseconds.
     value = parameters.get("timeout")
     if value is None:
@@ -64,84 +167,191 @@ def _timeout(parameters: dict[str, Any]) -> float | None:
 
 
 class OipRoutes:
-    """The OIP endpoints, bound to one engine and registry."""
+    """The OIP endpoints, bound to one engine."""
 
     def __init__(
-        self,
-        engine: Engine,
-        registry: Registry,
-        settings: ServerSettings,
-        version: str,
-        *,
-        limits: RequestLimits | None = None,
+        self, engine: Engine, settings: ServerSettings, version: str, limits: RequestLimits
     ) -> None:
         self.engine = engine
-        self.registry = registry
         self.settings = settings
         self.version = version
         self.infer = InferEndpoint(engine, settings, limits)
 
     def routes(self) -> list[Route]:
-        """Starlette routes for every OIP endpoint."""
-        table: list[tuple[str, Any, list[str]]] = [
-            ("/v2", self.server_metadata, ["GET"]),
-            ("/v2/health/live", self.live, ["GET"]),
-            ("/v2/health/ready", self.ready, ["GET"]),
-            (_MODEL, self.model_metadata, ["GET"]),
-            (_VERSION, self.model_metadata, ["GET"]),
-            (f"{_MODEL}/ready", self.model_ready, ["GET"]),
-            (f"{_VERSION}/ready", self.model_ready, ["GET"]),
-            ("/v2/repository/index", self.repository_index, ["POST"]),
-            ("/v2/repository/models/{name}/load", self.load, ["POST"]),
-            ("/v2/repository/models/{name}/unload", self.unload, ["POST"]),
-        ]
-        return [
-            *(
-                Route(path, guarded(endpoint, Protocol.OIP), methods=methods)
-                for path, endpoint, methods in table
+        """Every OIP endpoint, declared."""
+        one, both = (NAME,), (NAME, VERSION)
+        header = Param.integer(
+            HEADER_LENGTH.title(), "header", description="bytes of JSON before the binary tensors"
+        )
+        ready = (
+            Answer(200, "loaded", _json("ModelReady")),
+            Answer(503, "not loaded yet: its load has started", _json("ModelReady")),
+        )
+        infer_body = Body({**_json("InferenceRequest"), "application/octet-stream": _BINARY})
+        outputs = (
+            Answer(
+                200,
+                "the outputs",
+                {**_json("InferenceResponse"), "application/octet-stream": _BINARY},
             ),
-            Route(f"{_MODEL}/infer", self.infer, methods=["POST"]),
-            Route(f"{_VERSION}/infer", self.infer, methods=["POST"]),
+        )
+        infer_errors = (
+            ErrorCode.NOT_FOUND,
+            ErrorCode.UNSUPPORTED,
+            ErrorCode.OVERLOADED,
+            ErrorCode.NOT_READY,
+        )
+        return [
+            _invoker(
+                "GET",
+                "/v2",
+                "serverMetadata",
+                "Server metadata",
+                self.server_metadata,
+                answers=(Answer(200, "name, version, extensions", _json("ServerMetadata")),),
+            ),
+            Route(
+                "GET",
+                "/v2/health/live",
+                "live",
+                "Liveness",
+                self.live,
+                None,
+                Protocol.OIP,
+                answers=(Answer(200, "the process answers", _json("Live")),),
+            ),
+            Route(
+                "GET",
+                "/v2/health/ready",
+                "ready",
+                "Readiness",
+                self.ready,
+                None,
+                Protocol.OIP,
+                answers=(
+                    Answer(200, "taking requests", _json("Ready")),
+                    Answer(503, "starting or stopping", _json("Ready")),
+                ),
+            ),
+            _model(
+                "GET",
+                _MODEL,
+                "modelMetadata",
+                "Model metadata",
+                self.model_metadata,
+                params=one,
+                answers=(Answer(200, "its tensors", _json("ModelMetadata")),),
+            ),
+            _model(
+                "GET",
+                _VERSION,
+                "modelVersionMetadata",
+                "Model version metadata",
+                self.model_metadata,
+                params=both,
+                answers=(Answer(200, "its tensors", _json("ModelMetadata")),),
+            ),
+            _model(
+                "GET",
+                f"{_MODEL}/ready",
+                "modelReady",
+                "Model readiness (a model not loaded starts loading)",
+                self.model_ready,
+                params=one,
+                answers=ready,
+            ),
+            _model(
+                "GET",
+                f"{_VERSION}/ready",
+                "modelVersionReady",
+                "Model version readiness (a version not loaded starts loading)",
+                self.model_ready,
+                params=both,
+                answers=ready,
+            ),
+            _model(
+                "POST",
+                f"{_MODEL}/infer",
+                "infer",
+                "Run inference (JSON or binary tensors)",
+                self.infer,
+                params=(NAME, header),
+                body=infer_body,
+                answers=outputs,
+                errors=infer_errors,
+                asgi=True,
+                fast=True,
+            ),
+            _model(
+                "POST",
+                f"{_VERSION}/infer",
+                "inferVersion",
+                "Run inference on one version (JSON or binary tensors)",
+                self.infer,
+                params=(NAME, VERSION, header),
+                body=infer_body,
+                answers=outputs,
+                errors=infer_errors,
+                asgi=True,
+                fast=True,
+            ),
+            Route(
+                "POST",
+                "/v2/repository/index",
+                "repositoryIndex",
+                "Every registered model and its loaded versions",
+                self.repository_index,
+                Role.DEPLOYER,
+                Protocol.OIP,
+                body=Body(_json("RepositoryIndexRequest"), required=False),
+                answers=(Answer(200, "the index", _json("RepositoryIndex")),),
+                listing=lambda entries, keep: [e for e in entries if keep(e["name"])],
+            ),
+            _repository(
+                "load",
+                "Load a model now rather than on first use",
+                self.load,
+                "Loaded",
+                ErrorCode.NOT_READY,
+            ),
+            _repository("unload", "Release a model and its memory", self.unload, "Unloaded"),
         ]
 
-    async def server_metadata(self, request: Request) -> Response:
+    async def server_metadata(self, request: Request, params: Params) -> Response:
         """``GET /v2``: name, version and extensions."""
         return json_response({"name": "aimass", "version": self.version, "extensions": EXTENSIONS})
 
-    async def live(self, request: Request) -> Response:
+    async def live(self, request: Request, params: Params) -> Response:
         """``GET /v2/health/live``: the process answers."""
         return json_response({"live": True})
 
-    async def ready(self, request: Request) -> Response:
+    async def ready(self, request: Request, params: Params) -> Response:
         """``GET /v2/health/ready``: 200 when the engine takes requests, else 503."""
         ready = self.engine.ready
         return json_response({"ready": ready}, 200 if ready else 503)
 
-    async def model_metadata(self, request: Request) -> Response:
+    async def model_metadata(self, request: Request, params: Params) -> Response:
         """``GET /v2/models/{name}[/versions/{v}]``: versions, platform and tensors."""
-        params = request.path_params
-        info = await self.engine.metadata(params["name"], _version(params))
-        versions = await run_in_threadpool(self.registry.list_versions, info.model)
-        return json_response(_metadata(info, [v.version for v in versions]))
+        info = await self.engine.metadata(params["name"], params.get("version"))
+        return json_response(_metadata(info, await self.engine.versions(info.model)))
 
-    async def model_ready(self, request: Request) -> Response:
-        """``GET .../ready``: 200 when that version is loaded, else 503; 404 if unknown."""
-        name = request.path_params["name"]
-        ready = await self.engine.is_ready(name, _version(request.path_params))
+    async def model_ready(self, request: Request, params: Params) -> Response:
+        """``GET .../ready``: 200 once that version is loaded, else 503 (and it starts loading)."""
+        name = params["name"]
+        ready = await self.engine.is_ready(name, params.get("version"))
         return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
-    async def repository_index(self, request: Request) -> Response:
+    async def repository_index(self, request: Request, params: Params) -> Response:
         """``POST /v2/repository/index``: every registered model and its loaded versions."""
-        body = await read_body(request, self.settings.max_body_bytes)
         only_ready = False
+        body = await read_body(request, self.settings.max_body_bytes)
         if body.strip():
-            options = parse_json_object(body)
-            only_ready = options.get("ready", False)
+            only_ready = parse_json_object(body).get("ready", False)
             if not isinstance(only_ready, bool):
                 raise AimassError(
                     ErrorCode.INVALID_INPUT, "'ready' must be true or false", field="ready"
                 )
-        models = await run_in_threadpool(self.registry.list_models)
+        models = await self.engine.models()
         loaded = self.engine.index()
         entries: list[dict[str, Any]] = [
             {
@@ -162,17 +372,15 @@ class OipRoutes:
         entries.sort(key=lambda e: (e["name"], int(e.get("version", 0))))
         return json_response(entries)
 
-    async def load(self, request: Request) -> Response:
+    async def load(self, request: Request, params: Params) -> Response:
         """``POST /v2/repository/models/{name}/load``: load now rather than on first use."""
-        name = request.path_params["name"]
-        await self.engine.load(name)
-        return json_response({"name": name, "load": True})
+        await self.engine.load(params["name"])
+        return json_response({"name": params["name"], "load": True})
 
-    async def unload(self, request: Request) -> Response:
+    async def unload(self, request: Request, params: Params) -> Response:
         """``POST /v2/repository/models/{name}/unload``: release it (and free its memory)."""
-        name = request.path_params["name"]
-        await self.engine.unload(name)
-        return json_response({"name": name, "unload": True})
+        await self.engine.unload(params["name"])
+        return json_response({"name": params["name"], "unload": True})
 
 
 class InferEndpoint:
@@ -180,17 +388,15 @@ class InferEndpoint:
 
     Not a Starlette endpoint: it is the hot path, and building Request and
     Response objects costs as much per request as decoding a small tensor.
-    Errors take the same :func:`~aimass.server.errors.failure_response` as
-    every route. The app's fast path calls it directly; the router mounts it
-    too, to answer other methods with 405.
+    Errors take the same :func:`~aimass.http.errors.failure_response` as
+    every route. The fast path calls it directly; the router mounts it too,
+    to answer other methods with 405.
     """
 
-    def __init__(
-        self, engine: Engine, settings: ServerSettings, limits: RequestLimits | None
-    ) -> None:
+    def __init__(self, engine: Engine, settings: ServerSettings, limits: RequestLimits) -> None:
         self.engine = engine
         self.limits = limits
-        self._check_above = -1 if limits is None else limits.body_bytes_always_within
+        self._check_above = limits.body_bytes_always_within
         self._max_body = settings.max_body_bytes
         self._gzip_min = settings.gzip_min_bytes
 
@@ -201,31 +407,44 @@ class InferEndpoint:
             headers = scope["headers"]
             header_length: bytes | None = None
             accept_encoding: bytes | None = None
+            rid: bytes | None = None
             for key, value in headers:
                 if key == _HEADER_LENGTH:
                     header_length = value
                 elif key == b"accept-encoding":
                     accept_encoding = value
+                elif key == b"x-request-id":
+                    rid = value
             body = await receive_body(receive, headers, self._max_body)
-            decoded = decode_infer_request(
-                body,
-                None
-                if header_length is None
-                else parse_header_length(header_length.decode("latin-1"), len(body)),
-            )
-            if self.limits is not None and len(body) > self._check_above:
-                self.limits.check_tensors(decoded.inputs)
             params = scope["path_params"]
-            # The checks are skipped, not just cheap, when there is nothing to check.
-            result = await self.engine.infer(
-                params["name"],
-                _version(params) if "version" in params else None,
-                decoded.inputs,
-                outputs=None if decoded.outputs is None else decoded.output_names,
-                timeout=_timeout(decoded.parameters) if decoded.parameters else None,
-            )
+            name = params["name"]
+            version = VERSION.parse(params["version"], params) if "version" in params else None
+            try:
+                request = decode_infer_request(
+                    body,
+                    None
+                    if header_length is None
+                    else parse_header_length(header_length.decode("latin-1"), len(body)),
+                    model=name,
+                    version=version,
+                )
+            except AimassError as exc:
+                if exc.code is ErrorCode.INVALID_INPUT:
+                    # An unknown model is the answer before a malformed body.
+                    await self.engine.metadata(name, version)
+                raise
+            if len(body) > self._check_above:
+                self.limits.check_tensors(request.inputs)
+            if rid is not None:
+                request.request_id = rid.decode("latin-1")
+            caller = scope.get(CALLER)
+            if caller is not None:
+                request.caller = caller
+            if request.parameters:
+                request.timeout = _timeout(request.parameters)
+            result = await self.engine.infer(request)
             encoded = encode_infer_response(
-                decoded, result.model_name, result.model_version, result.outputs
+                request, result.model_name, result.model_version, result.outputs
             )
             accept = None if accept_encoding is None else accept_encoding.decode("latin-1")
             if encoded.header_length is None:

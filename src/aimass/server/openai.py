@@ -17,23 +17,104 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from aimass.codecs import parse_json_object
+from aimass.codecs import RequestLimits
+from aimass.contract.reference import REFERENCE_PATTERN
+from aimass.contract.request import InferRequest, RequestedOutput
+from aimass.contract.runtime import Capability, embedding_tensors
 from aimass.errors import AimassError, ErrorCode
-from aimass.gateway.limits import RequestLimits
-from aimass.registry import Datatype, ModelInfo, Registry, Task, VersionInfo
-from aimass.server.body import read_body, success_response
-from aimass.server.errors import Protocol, guarded
-from aimass.serving import Engine
+from aimass.http.body import read_json_object, success_response
+from aimass.http.caller import caller_of
+from aimass.http.errors import Protocol, request_id
+from aimass.http.routes import Answer, Body, Param, Params, Route
+from aimass.registry.records import ModelInfo
+from aimass.roles import Role
+from aimass.serving.engine import Engine
 from aimass.settings import ServerSettings
 
-__all__ = ["OpenAIRoutes"]
+__all__ = ["SCHEMAS", "OpenAIRoutes"]
 
 _FORMATS = ("float", "base64")
+
+_MODEL = {
+    "type": "object",
+    "required": ["id", "object", "created", "owned_by"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "model"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Model": _MODEL,
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+        },
+    },
+    "EmbeddingRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "pattern": REFERENCE_PATTERN},
+            "input": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                ]
+            },
+            "encoding_format": {"type": "string", "enum": list(_FORMATS)},
+            "dimensions": {"type": "integer"},
+            "user": {"type": "string"},
+        },
+    },
+    "EmbeddingResponse": {
+        "type": "object",
+        "required": ["object", "data", "model", "usage"],
+        "properties": {
+            "object": {"const": "list"},
+            "model": {"type": "string"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": {"type": "integer"},
+                        "embedding": {
+                            "oneOf": [
+                                {"type": "array", "items": {"type": "number"}},
+                                {"type": "string", "description": "base64 of float32 LE"},
+                            ]
+                        },
+                    },
+                },
+            },
+            "usage": {
+                "type": "object",
+                "description": "whitespace-separated words, an estimate of tokens",
+                "required": ["prompt_tokens", "total_tokens"],
+                "properties": {
+                    "prompt_tokens": {"type": "integer"},
+                    "total_tokens": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
+"""The OpenAI-compatible API's component schemas, by name."""
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"$ref": f"#/components/schemas/{name}"}}
 
 
 def _invalid(message: str, param: str, code: ErrorCode = ErrorCode.INVALID_INPUT) -> AimassError:
@@ -64,50 +145,81 @@ def _model_entry(model: ModelInfo) -> dict[str, Any]:
 
 
 class OpenAIRoutes:
-    """The OpenAI-compatible endpoints, bound to one engine and registry."""
+    """The OpenAI-compatible endpoints, bound to one engine."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        registry: Registry,
-        settings: ServerSettings,
-        *,
-        limits: RequestLimits | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, settings: ServerSettings, limits: RequestLimits) -> None:
         self.engine = engine
-        self.registry = registry
         self.settings = settings
         self.limits = limits
 
     def routes(self) -> list[Route]:
-        """Starlette routes for the OpenAI-compatible endpoints."""
+        """The OpenAI-compatible endpoints, declared."""
+        common: dict[str, Any] = {"role": Role.INVOKER, "protocol": Protocol.OPENAI}
         return [
-            Route("/v1/models", guarded(self.list_models, Protocol.OPENAI), methods=["GET"]),
-            Route("/v1/models/{model}", guarded(self.get_model, Protocol.OPENAI), methods=["GET"]),
-            Route("/v1/embeddings", guarded(self.embeddings, Protocol.OPENAI), methods=["POST"]),
+            Route(
+                "GET",
+                "/v1/models",
+                "listModelsOpenAI",
+                "List models (OpenAI)",
+                self.list_models,
+                answers=(Answer(200, "every model", _json("ModelList")),),
+                listing=lambda doc, keep: {
+                    **doc,
+                    "data": [m for m in doc["data"] if keep(m["id"])],
+                },
+                **common,
+            ),
+            Route(
+                "GET",
+                "/v1/models/{model}",
+                "retrieveModelOpenAI",
+                "Retrieve a model (OpenAI)",
+                self.get_model,
+                params=(Param.string("model", pattern=REFERENCE_PATTERN),),
+                answers=(Answer(200, "the model", _json("Model")),),
+                errors=(ErrorCode.NOT_FOUND,),
+                model="model",
+                **common,
+            ),
+            Route(
+                "POST",
+                "/v1/embeddings",
+                "createEmbeddings",
+                "Create embeddings (OpenAI)",
+                self.embeddings,
+                body=Body(_json("EmbeddingRequest")),
+                answers=(Answer(200, "one embedding per text", _json("EmbeddingResponse")),),
+                errors=(
+                    ErrorCode.NOT_FOUND,
+                    ErrorCode.UNSUPPORTED,
+                    ErrorCode.OVERLOADED,
+                    ErrorCode.NOT_READY,
+                ),
+                model_in_body=True,
+                **common,
+            ),
         ]
 
-    async def list_models(self, request: Request) -> Response:
+    async def list_models(self, request: Request, params: Params) -> Response:
         """``GET /v1/models``: every registered model."""
-        models = await run_in_threadpool(self.registry.list_models)
+        models = await self.engine.models()
         document = {"object": "list", "data": [_model_entry(m) for m in models]}
         return success_response(request, _dumps(document), gzip_min_bytes=self._gzip)
 
-    async def get_model(self, request: Request) -> Response:
+    async def get_model(self, request: Request, params: Params) -> Response:
         """``GET /v1/models/{model}``: one model; 404 if there is none."""
-        info = await self.engine.metadata(request.path_params["model"])
-        model = await run_in_threadpool(self.registry.get_model, info.model)
+        info = await self.engine.metadata(params["model"])
+        model = await self.engine.model(info.model)
         return success_response(request, _dumps(_model_entry(model)), gzip_min_bytes=self._gzip)
 
-    async def embeddings(self, request: Request) -> Response:
+    async def embeddings(self, request: Request, params: Params) -> Response:
         """``POST /v1/embeddings``: one embedding per input text, float or base64."""
-        body = parse_json_object(await read_body(request, self.settings.max_body_bytes))
+        body = await read_json_object(request, self.settings.max_body_bytes)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise _invalid("'model' must be the name of an embedding model", "model")
         texts = _texts(body.get("input"))
-        if self.limits is not None:
-            self.limits.check_texts(texts)
+        self.limits.check_texts(texts)
         encoding = body.get("encoding_format", "float")
         if encoding not in _FORMATS:
             raise _invalid(
@@ -115,10 +227,23 @@ class OpenAIRoutes:
                 "encoding_format",
             )
         info = await self.engine.metadata(model)
-        text_input, output = _embedding_tensors(info, model)
+        if Capability.EMBED not in self.engine.capabilities(info):
+            raise _invalid(
+                f"model '{model}' is not an embedding model "
+                f"(its task is {info.manifest.task.value})",
+                "model",
+            )
+        text_input, output = embedding_tensors(info.manifest.signature)
         dimensions = body.get("dimensions")
         result = await self.engine.infer(
-            model, None, {text_input: np.array(texts, dtype=object)}, outputs=[output]
+            InferRequest(
+                model,
+                {text_input: np.array(texts, dtype=object)},
+                outputs=(RequestedOutput(output),),
+                request_id=request_id(request.scope["headers"]),
+                caller=caller_of(request.scope),
+                capability=Capability.EMBED,
+            )
         )
         vectors = np.asarray(result.outputs[output], dtype="<f4")
         if vectors.ndim != 2 or len(vectors) != len(texts):
@@ -149,24 +274,6 @@ class OpenAIRoutes:
     @property
     def _gzip(self) -> int:
         return self.settings.gzip_min_bytes
-
-
-def _embedding_tensors(info: VersionInfo, requested: str) -> tuple[str, str]:
-    manifest = info.manifest
-    if manifest.task is not Task.EMBEDDING:
-        raise _invalid(
-            f"model '{requested}' is not an embedding model (its task is {manifest.task.value})",
-            "model",
-        )
-    signature = manifest.signature
-    texts = [s.name for s in signature.inputs if s.datatype is Datatype.BYTES]
-    if len(signature.inputs) != 1 or not texts or not signature.outputs:
-        raise _invalid(
-            f"model '{requested}' does not take a single text input and return embeddings",
-            "model",
-        )
-    names = [s.name for s in signature.outputs]
-    return texts[0], "embedding" if "embedding" in names else names[0]
 
 
 def _encode(row: np.ndarray[Any, Any], encoding: str) -> Any:

@@ -9,78 +9,111 @@ body shape (``{"error": {"message", "type", "param", "code"}}``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from aimass.errors import AimassError, ErrorCode
-from aimass.lifecycle.runs import RunStore
-from aimass.registry import Registry
-from aimass.server.body import json_response
-from aimass.server.errors import Protocol, guarded
+from aimass.errors import ErrorCode
+from aimass.http.body import json_response
+from aimass.http.errors import Protocol
+from aimass.http.routes import Answer, Param, Params, Route
+from aimass.lifecycle.runs import FAILED, RUNNING, SUCCEEDED, RunStore
+from aimass.roles import Role
 
-__all__ = ["RunRoutes"]
+__all__ = ["SCHEMAS", "RunRoutes"]
 
-_MAX_LIMIT = 1000
 _KINDS = ("train", "tune", "evaluate")
-_STATUSES = ("running", "succeeded", "failed")
 
-
-def _number(raw: str, what: str, *, low: int, high: int | None = None) -> int:
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
-        raise AimassError(
-            ErrorCode.INVALID_INPUT,
-            f"{what} must be a whole number {bound}, not '{raw}'",
-            field=what,
-        )
-    return int(raw)
-
-
-def _choice(raw: str | None, what: str, allowed: tuple[str, ...]) -> str | None:
-    if raw is not None and raw not in allowed:
-        raise AimassError(
-            ErrorCode.INVALID_INPUT, f"{what} must be one of {', '.join(allowed)}", field=what
-        )
-    return raw
+SCHEMAS: dict[str, Any] = {
+    "Run": {
+        "type": "object",
+        "required": ["id", "kind", "status", "model", "version", "progress", "message"],
+        "properties": {
+            "id": {"type": "integer"},
+            "kind": {"type": "string"},
+            "status": {"type": "string", "enum": [RUNNING, SUCCEEDED, FAILED]},
+            "model": {"type": "string"},
+            "version": {"type": ["integer", "null"]},
+            "progress": {"type": "number"},
+            "message": {"type": "string"},
+            "params": {"type": "object"},
+            "metrics": {"type": "object"},
+            "data": {"type": "object"},
+            "extra": {"type": "object"},
+            "started_at": {"type": "string"},
+            "finished_at": {"type": ["string", "null"]},
+            "duration_s": {"type": ["number", "null"]},
+            "created_by": {"type": "string"},
+        },
+    },
+    "RunList": {
+        "type": "object",
+        "required": ["runs"],
+        "properties": {"runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}}},
+    },
+}
 
 
 class RunRoutes:
-    """The run endpoints, reading the runs table of one registry's database."""
+    """The run endpoints, reading the runs table of the product database."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.runs = RunStore.of(registry)
+    def __init__(self, runs: RunStore) -> None:
+        self.runs = runs
 
     def routes(self) -> list[Route]:
-        """Starlette routes for ``/v1/runs`` and ``/v1/runs/{id}``."""
+        """The run endpoints, declared: operational data, for whoever deploys."""
+        common: dict[str, Any] = {"role": Role.DEPLOYER, "protocol": Protocol.OPENAI}
         return [
-            Route("/v1/runs", guarded(self.list_runs, Protocol.OPENAI), methods=["GET"]),
-            Route("/v1/runs/{id}", guarded(self.get_run, Protocol.OPENAI), methods=["GET"]),
+            Route(
+                "GET",
+                "/v1/runs",
+                "listRuns",
+                "Training, tuning and evaluation runs, newest first",
+                self.list_runs,
+                params=(
+                    Param.string("model", "query", description="only this model's runs"),
+                    Param.string("kind", "query", choices=_KINDS),
+                    Param.string("status", "query", choices=(RUNNING, SUCCEEDED, FAILED)),
+                    Param.integer("limit", "query", low=1, high=1000, description="default 50"),
+                ),
+                answers=(
+                    Answer(
+                        200, "runs", {"application/json": {"$ref": "#/components/schemas/RunList"}}
+                    ),
+                ),
+                **common,
+            ),
+            Route(
+                "GET",
+                "/v1/runs/{id}",
+                "getRun",
+                "One run, with its progress while it runs",
+                self.get_run,
+                params=(Param.integer("id", low=1),),
+                answers=(
+                    Answer(
+                        200, "the run", {"application/json": {"$ref": "#/components/schemas/Run"}}
+                    ),
+                ),
+                errors=(ErrorCode.NOT_FOUND,),
+                **common,
+            ),
         ]
 
-    async def list_runs(self, request: Request) -> Response:
+    async def list_runs(self, request: Request, params: Params) -> Response:
         """``GET /v1/runs``: runs, newest first."""
-        query = request.query_params
-        unknown = sorted(set(query) - {"model", "kind", "status", "limit"})
-        if unknown:
-            raise AimassError(
-                ErrorCode.INVALID_INPUT,
-                f"unknown query parameter(s) {unknown}; use model, kind, status, limit",
-                field=unknown[0],
-            )
-        limit = _number(query.get("limit", "50"), "limit", low=1, high=_MAX_LIMIT)
         found = await run_in_threadpool(
             self.runs.list,
-            model=query.get("model"),
-            kind=_choice(query.get("kind"), "kind", _KINDS),
-            status=_choice(query.get("status"), "status", _STATUSES),
-            limit=limit,
+            model=params.get("model"),
+            kind=params.get("kind"),
+            status=params.get("status"),
+            limit=params.get("limit", 50),
         )
         return json_response({"runs": [r.model_dump(mode="json") for r in found]})
 
-    async def get_run(self, request: Request) -> Response:
+    async def get_run(self, request: Request, params: Params) -> Response:
         """``GET /v1/runs/{id}``: one run, as it is now."""
-        run_id = _number(request.path_params["id"], "id", low=1)
-        run = await run_in_threadpool(self.runs.get, run_id)
+        run = await run_in_threadpool(self.runs.get, params["id"])
         return json_response(run.model_dump(mode="json"))

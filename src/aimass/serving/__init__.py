@@ -1,19 +1,7 @@
-"""The transport-agnostic serving engine: model cache, dynamic batcher, executor, infer()."""
+"""The transport-agnostic engine: router, model cache, schedulers, backend, observer."""
 
-from aimass.serving.batcher import Batcher
 from aimass.serving.cache import CachedModel, ModelCache, ModelState, ModelStatus
-from aimass.serving.engine import Engine, InferResult
-from aimass.serving.executor import Executor
-from aimass.serving.resolver import Resolver
+from aimass.serving.engine import Engine
+from aimass.serving.factory import build_engine
 
-__all__ = [
-    "Batcher",
-    "CachedModel",
-    "Engine",
-    "Executor",
-    "InferResult",
-    "ModelCache",
-    "ModelState",
-    "ModelStatus",
-    "Resolver",
-]
+__all__ = ["CachedModel", "Engine", "ModelCache", "ModelState", "ModelStatus", "build_engine"]

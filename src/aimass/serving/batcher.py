@@ -3,9 +3,10 @@
 A :class:`Batcher` serves one loaded model version. Requests join a bounded
 queue; a single worker task takes the oldest request, waits up to
 ``max_delay`` (measured from when that request arrived) for others to join
-until ``max_batch_size`` rows are queued, merges their inputs along the batch
-dimension, runs the model once on an :class:`~aimass.serving.executor.Executor`
-thread and hands each request back exactly its own rows.
+until ``max_batch_size`` rows are queued, has the backend merge their inputs
+along the batch dimension and run the model once
+(:func:`~aimass.serving.backend.run_batch`), and hands each request back
+exactly its own rows.
 
 The wait only happens under concurrent load: when the queue already holds
 more than one request or the previous call served several. A lone request
@@ -29,7 +30,8 @@ length) stay queued, in order, for a later batch.
 
 The batcher validates nothing: callers check inputs against the signature
 before :meth:`Batcher.submit` so that one bad request fails alone instead of
-taking its batch-mates down with it.
+taking its batch-mates down with it. It is the engine's scheduler for every
+capability a version has today (see :mod:`aimass.serving.scheduler`).
 """
 
 from __future__ import annotations
@@ -42,16 +44,14 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
-import numpy as np
-
+from aimass.contract.request import InferRequest
+from aimass.contract.runtime import Arrays
 from aimass.errors import AimassError, ErrorCode
-from aimass.runtimes.base import Arrays
-from aimass.serving.executor import Executor
+from aimass.runtimes.model import LoadedModel
+from aimass.serving.backend import Backend
+from aimass.serving.observer import NULL_OBSERVER, Observer, active
 
-__all__ = ["Batcher", "Predict"]
-
-Predict = Callable[[Arrays], Arrays]
-"""A synchronous batch call: named arrays in, named arrays with as many rows out."""
+__all__ = ["Batcher"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,11 +60,7 @@ class _Request:
     __slots__ = ("deadline", "enqueued", "future", "inputs", "key", "rows")
 
     def __init__(
-        self,
-        inputs: Arrays,
-        future: asyncio.Future[Arrays],
-        enqueued: float,
-        deadline: float | None,
+        self, inputs: Arrays, future: asyncio.Future[Arrays], enqueued: float, deadline: float
     ) -> None:
         self.inputs = inputs
         self.future = future
@@ -81,31 +77,32 @@ class _Request:
 
 
 class Batcher:
-    """Queue, merge and run requests for one model; see the module docstring."""
+    """Queue, merge and run requests for one loaded version; see the module docstring."""
 
     def __init__(
         self,
-        predict: Predict,
-        executor: Executor,
+        model: LoadedModel,
+        backend: Backend,
         *,
-        name: str = "model",
         max_batch_size: int = 32,
         max_delay: float = 0.002,
         fill_fraction: float = 0.1,
         queue_size: int = 1024,
+        observer: Observer = NULL_OBSERVER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1 or queue_size < 1 or max_delay < 0 or fill_fraction < 0:
             raise ValueError(
                 "max_batch_size and queue_size must be >= 1, max_delay and fill_fraction >= 0"
             )
-        self.name = name
+        self.name = model.ref
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.fill_fraction = fill_fraction
         self.queue_size = queue_size
-        self._predict = predict
-        self._executor = executor
+        self._model = model
+        self._backend = backend
+        self._observer = active(observer)
         self._clock = clock
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
@@ -125,21 +122,11 @@ class Batcher:
         # kept because CPython 3.11's get_running_loop() is a system call.
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @property
-    def pending(self) -> int:
-        """Requests queued and not yet handed to the model."""
-        return len(self._queue)
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called; a closed batcher refuses new requests."""
-        return self._closed
-
-    async def submit(self, inputs: Arrays, *, timeout: float | None = None) -> Arrays:
+    async def submit(self, request: InferRequest) -> Arrays:
         """Queue one request's (validated) inputs and await its own rows of the outputs.
 
         Raises OVERLOADED at once when the queue is full, NOT_READY once
-        closing, TIMEOUT after ``timeout`` seconds (the request is then
+        closing, TIMEOUT at the request's deadline (the request is then
         dropped from the queue, or its rows discarded if already running),
         and whatever the model raised for the batch it ran in.
         """
@@ -154,16 +141,19 @@ class Batcher:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
-        deadline = None if timeout is None else loop.time() + timeout
-        request = _Request(inputs, future, self._clock(), deadline)
-        self._queue.append(request)
-        self._queued_rows += request.rows
+        deadline = request.deadline
+        queued = _Request(request.inputs, future, self._clock(), deadline)
+        self._queue.append(queued)
+        self._queued_rows += queued.rows
         if self._worker is None:
             self._worker = loop.create_task(self._run(), name=f"aimass-batcher-{self.name}")
         elif self._waiting_for_any or self._queued_rows >= self.max_batch_size:
             self._wake()
-        if deadline is not None and deadline < self._sweep_at:
+        if deadline < self._sweep_at:
             self._arm(loop, deadline)
+        observer = self._observer
+        if observer is not None:
+            observer.queued(request, self.name, len(self._queue))
         return await future
 
     # -- deadlines --------------------------------------------------------------
@@ -183,7 +173,7 @@ class Batcher:
         earliest = math.inf
         for request in (*self._queue, *self._running):
             due = request.deadline
-            if due is None or request.future.done():
+            if request.future.done():
                 continue
             if due <= now:
                 request.future.set_exception(
@@ -288,9 +278,15 @@ class Batcher:
 
     async def _execute(self, batch: list[_Request]) -> None:
         self._running = batch
+        rows = [request.rows for request in batch]
+        observer = self._observer
+        if observer is not None:
+            observer.batched(self.name, len(batch), sum(rows))
         started = self._clock()
         try:
-            results = await self._executor.run(self._call, batch)
+            results = await self._backend.run(
+                self._model, [request.inputs for request in batch], rows
+            )
         except asyncio.CancelledError:
             for request in batch:
                 request.future.cancel()
@@ -314,39 +310,8 @@ class Batcher:
             self._running = []
             self._free_since = self._clock()
             self._last_call = self._free_since - started
-
-    def _call(self, batch: list[_Request]) -> list[Arrays]:
-        """Merge, predict and split; runs on an executor thread, off the event loop."""
-        if len(batch) == 1:
-            merged = batch[0].inputs
-        else:
-            merged = {
-                name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs
-            }
-        total = sum(r.rows for r in batch)
-        outputs = self._predict(merged)
-        for out_name, value in outputs.items():
-            got = len(value) if getattr(value, "ndim", 0) else None
-            if got != total:
-                raise AimassError(
-                    ErrorCode.INTERNAL,
-                    f"model {self.name} returned {out_name!r} with "
-                    f"{'no batch dimension' if got is None else f'{got} rows'} for {total} inputs",
-                )
-        if len(batch) == 1:
-            return [outputs]
-        results: list[Arrays] = []
-        named = list(outputs.items())
-        start = 0
-        for request in batch:
-            stop = start + request.rows
-            # A loop, not a comprehension: in Python 3.11 that is a function call per request.
-            part: Arrays = {}
-            for name, value in named:
-                part[name] = value[start:stop]
-            results.append(part)
-            start = stop
-        return results
+            if observer is not None:
+                observer.computed(self.name, self._last_call, sum(rows))
 
 
 def _resolve(waiter: asyncio.Future[Any]) -> None:
@@ -359,6 +324,4 @@ def _fail(batch: list[_Request], error: AimassError) -> None:
         if not request.future.done():
             # One exception object per request: raising the same one in many
             # tasks would grow a shared traceback.
-            copy = AimassError(error.code, error.message, **error.details)
-            copy.__cause__ = error.__cause__
-            request.future.set_exception(copy)
+            request.future.set_exception(error.copy())

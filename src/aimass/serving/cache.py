@@ -1,10 +1,10 @@
 """The loaded-model cache: load on first use, share loads, evict the least recently used.
 
 Each model version in the cache is a :class:`CachedModel`: the loaded model,
-its :class:`~aimass.serving.batcher.Batcher`, and a count of the requests
+its schedulers (:mod:`aimass.serving.scheduler`), and a count of the requests
 using it. Requests :meth:`ModelCache.acquire` a version before submitting and
 :meth:`ModelCache.release` it after; concurrent first requests share one load,
-which runs on the load executor so the event loop never blocks.
+which the backend runs off the event loop.
 
 Memory is estimated as the total size of the version's artifact files
 (``sum(f.size for f in manifest.files)``), known from the manifest before
@@ -19,35 +19,36 @@ serving.
 
 A load that fails marks only that version UNAVAILABLE with a public reason;
 requests to it fail fast with the same error until ``retry_after`` seconds
-have passed or :meth:`ModelCache.load` is called again.
+have passed or :meth:`ModelCache.load` is called again. :meth:`ModelCache.warm`
+starts a load without waiting for it (what a readiness probe needs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from aimass.contract.runtime import Capability
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry.records import VersionInfo
 from aimass.runtimes.model import LoadedModel
-from aimass.serving.batcher import Batcher
-from aimass.serving.executor import Executor
+from aimass.serving.observer import NULL_OBSERVER, Observer, active
+from aimass.serving.scheduler import Scheduler
 
 __all__ = ["CachedModel", "ModelCache", "ModelState", "ModelStatus"]
 
 _log = logging.getLogger(__name__)
 
-Loader = Callable[[str, int], LoadedModel]
-"""A blocking load of ``(name, version)``, typically :meth:`Registry.load`."""
+Loader = Callable[[VersionInfo], Awaitable[LoadedModel]]
+"""Loads a version off the event loop (:meth:`Backend.load`)."""
 
-BatcherFactory = Callable[[LoadedModel], Batcher]
-"""Builds the batcher that serves a freshly loaded model."""
+SchedulersFor = Callable[[LoadedModel], dict[Capability, Scheduler]]
+"""The schedulers that serve a freshly loaded model, by capability."""
 
 
 class ModelStatus(StrEnum):
@@ -74,7 +75,7 @@ class ModelState:
 
 
 class CachedModel:
-    """One model version in the cache; ``model`` and ``batcher`` are set once READY."""
+    """One model version in the cache; ``model`` and ``schedulers`` are set once READY."""
 
     def __init__(self, info: VersionInfo, now: float) -> None:
         self.info = info
@@ -85,7 +86,7 @@ class CachedModel:
         self.users = 0
         self.last_used = now
         self.model: LoadedModel | None = None
-        self.batcher: Batcher | None = None
+        self.schedulers: dict[Capability, Scheduler] = {}
         self._error: AimassError | None = None
         self._failed_at = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -104,16 +105,18 @@ class ModelCache:
     def __init__(
         self,
         loader: Loader,
-        make_batcher: BatcherFactory,
-        executor: Executor,
+        schedulers: SchedulersFor,
+        release: Callable[[LoadedModel], None],
         *,
         budget_bytes: int | None = None,
         retry_after: float = 30.0,
+        observer: Observer = NULL_OBSERVER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._loader = loader
-        self._make_batcher = make_batcher
-        self._executor = executor
+        self._schedulers = schedulers
+        self._release = release
+        self._observer = active(observer)
         self.budget_bytes = budget_bytes
         self.retry_after = retry_after
         self._clock = clock
@@ -174,7 +177,7 @@ class ModelCache:
         if (info.model, info.version) in self._entries:
             raise ValueError(f"model {info.ref} is already in the cache")
         entry = CachedModel(info, self._clock())
-        entry.model, entry.batcher = model, self._make_batcher(model)
+        entry.model, entry.schedulers = model, self._schedulers(model)
         entry.status = ModelStatus.READY
         self._entries[entry.key] = entry
         self._used += entry.size
@@ -182,6 +185,22 @@ class ModelCache:
     async def load(self, info: VersionInfo) -> None:
         """Load a version now, retrying at once if its last load failed."""
         await self._ensure(info, retry=True, use=False)
+
+    def warm(self, info: VersionInfo) -> bool:
+        """Whether the version is READY; if it is neither that nor loading, start its load.
+
+        A version whose last load failed is tried again only once
+        ``retry_after`` has passed, as a request would. Needs a running loop.
+        """
+        entry = self._entries.get((info.model, info.version))
+        if entry is None or (
+            entry.status is ModelStatus.UNAVAILABLE
+            and self._clock() - entry._failed_at >= self.retry_after
+        ):
+            if self._closed:
+                return False
+            entry = self._start_load(info)
+        return entry.status is _READY
 
     async def unload(self, name: str, version: int | None = None) -> int:
         """Drop a version (or every version of ``name``) after its queued requests finish.
@@ -236,7 +255,8 @@ class ModelCache:
                 continue
             if entry.status is ModelStatus.UNAVAILABLE:
                 entry.users -= 1
-                raise _copy(entry._error)
+                assert entry._error is not None  # a failed entry always records its error
+                raise entry._error.copy()
             entry.last_used = self._clock()
             self._entries.move_to_end(key)
             if not use:
@@ -256,9 +276,10 @@ class ModelCache:
 
     async def _load(self, entry: CachedModel) -> None:
         name, version = entry.key
+        started = self._clock()
         try:
-            model = await self._executor.run(self._loader, name, version)
-            batcher = self._make_batcher(model)
+            model = await self._loader(entry.info)
+            schedulers = self._schedulers(model)
         except AimassError as exc:
             _log.warning("model %s:%d failed to load: %s", name, version, exc.message)
             self._fail(entry, exc)
@@ -272,13 +293,16 @@ class ModelCache:
                 ),
             )
         else:
-            entry.model, entry.batcher = model, batcher
+            entry.model, entry.schedulers = model, schedulers
             entry.status = ModelStatus.READY
-            keep_out_of_collections()
+            if self._observer is not None:
+                self._observer.loaded(entry.info, self._clock() - started)
         finally:
             entry._task = None
 
     def _fail(self, entry: CachedModel, error: AimassError) -> None:
+        if self._observer is not None:
+            self._observer.failed(None, error)
         entry.status = ModelStatus.UNAVAILABLE
         entry.reason = error.message
         entry._error = error
@@ -325,30 +349,11 @@ class ModelCache:
         task = entry._task
         if task is not None:
             await asyncio.shield(task)
-        if entry.batcher is not None:
-            await entry.batcher.close()
-        entry.model = None
-        # Back into the collector's view, so the dropped model's reference
-        # cycles can be freed; the next load freezes what is still live.
-        gc.unfreeze()
-
-
-def keep_out_of_collections() -> None:
-    """Move every object alive now, loaded models included, out of the cyclic collector's reach.
-
-    A loaded transformer and its framework are hundreds of thousands of
-    objects; a full collection walks them all (about 300 ms with the three
-    demo models loaded), and under load one comes every few seconds, which
-    showed as a p99 a hundred times the median. Frozen objects are still
-    freed by reference counting; only cycles among them wait for
-    :func:`gc.unfreeze` (done when a model is dropped). Before a fork it also
-    keeps the collector from writing to, and so copying, pages the workers share.
-    """
-    gc.freeze()
-
-
-def _copy(error: AimassError | None) -> AimassError:
-    if error is None:  # a failed entry always records its error
-        return AimassError(ErrorCode.INTERNAL, "model failed to load")
-    # A fresh exception per request: re-raising one object in many tasks grows its traceback.
-    return AimassError(error.code, error.message, **error.details)
+        # One scheduler may serve several capabilities: close each once.
+        unique = {id(s): s for s in entry.schedulers.values()}
+        await asyncio.gather(*(scheduler.close() for scheduler in unique.values()))
+        model, entry.model = entry.model, None
+        if model is not None:
+            self._release(model)
+            if self._observer is not None:
+                self._observer.evicted(entry.info)

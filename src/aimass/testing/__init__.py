@@ -7,18 +7,13 @@ twice.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aimass.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from aimass.testing.checks import check_runtime
 
 __all__ = ["check_runtime"]
 
-_LAZY = {"check_runtime": "aimass.testing.checks"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'aimass.testing' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"check_runtime": "aimass.testing.checks"})

@@ -40,11 +40,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, LoadOptions, Runtime
+from aimass.contract.signature import Datatype, Signature, as_array
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.registry.signature import Datatype, Signature, as_array
 from aimass.runtimes import detect_runtime, runtime_class
-from aimass.runtimes.base import Arrays, LoadOptions, Runtime
 from aimass.runtimes.model import LoadedModel
 
 __all__ = ["check_runtime", "save_and_load"]

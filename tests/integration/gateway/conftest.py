@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 from gatewaytest import Served, ServeFactory
 
+from aimass.app import create_app
 from aimass.gateway.gateway import Gateway
 from aimass.gateway.ratelimit import Clock
 from aimass.registry import Registry
-from aimass.server import create_app
-from aimass.serving import Engine
 from aimass.settings import GatewaySettings, Settings
 from aimass.testing.models import iris_classifier
 
@@ -41,9 +40,8 @@ def serve(tmp_path: Path, registry: Registry) -> ServeFactory:
 
         settings = Settings(home=tmp_path, gateway=GatewaySettings(**gateway))
         extra = {} if clock is None else {"clock": clock}
-        front = Gateway.from_settings(settings, registry.store.engine, **extra)
-        engine = Engine(registry, settings.serving)
-        app = create_app(settings, engine=engine, registry=registry, gateway=front)
+        front = Gateway.from_settings(settings, registry.database, **extra)
+        app = create_app(settings, registry=registry, gateway=front)
         with serve_in_thread(app) as url:
             yield Served(url, front, front.keys)
 

@@ -11,7 +11,7 @@ import httpx
 
 from aimass.gateway.gateway import Gateway
 from aimass.gateway.keys import KeyStore
-from aimass.gateway.roles import Role
+from aimass.roles import Role
 
 IRIS_ROW = {
     "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]

@@ -43,7 +43,7 @@ def test_keys_lifecycle_from_the_cli(tmp_path: Path) -> None:
         ("cli:ana", "keys.create"),
     ]
     assert events[0]["source"].startswith("cli@")
-    assert json.loads(_aimass(tmp_path, "keys", "audit", "--json", "--limit", "1").stdout)
+    assert json.loads(_aimass(tmp_path, "audit", "--json", "--limit", "1").stdout)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import schemathesis
 from gatewaytest import ServeFactory
 from schemathesis.core.result import Err
 
-from aimass.gateway.roles import Role
+from aimass.roles import Role
 
 EXAMPLES = 12
 """Examples per operation: enough to reach every branch of the parsers, bounded in time."""

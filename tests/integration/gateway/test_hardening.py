@@ -17,13 +17,15 @@ from gatewaytest import ServeFactory
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from aimass.db.database import open_engine
 from aimass.gateway.audit import AuditLog
 from aimass.gateway.gateway import Gateway
 from aimass.gateway.keys import KeyStore
+from aimass.gateway.layer import GatewayLayer
 from aimass.gateway.ratelimit import MemoryLimiter
-from aimass.registry.database import open_engine
+from aimass.http.errors import Protocol
+from aimass.http.routes import Params, Route, RouteTable
 from aimass.settings import GatewaySettings
 from aimass.testing.server import serve_in_thread
 
@@ -44,12 +46,18 @@ def test_tensor_element_and_string_limits(serve: ServeFactory) -> None:
         assert text.json()["error"]["type"] == "invalid_request_error"
 
 
-def _slow_app(release: asyncio.Event) -> Starlette:
-    async def slow(request: Request) -> Response:
+def _slow_routes(release: asyncio.Event) -> RouteTable:
+    async def slow(request: Request, params: Params) -> Response:
         await release.wait()
         return JSONResponse({"late": True})
 
-    return Starlette(routes=[Route("/v2/slow", slow), Route("/v1/slow", slow)])
+    return RouteTable(
+        [
+            Route("GET", "/v2/slow", "slowOip", "hangs", slow, None, Protocol.OIP),
+            Route("GET", "/v1/slow", "slowOpenAI", "hangs", slow, None, Protocol.OPENAI),
+        ],
+        {},
+    )
 
 
 def test_requests_past_the_deadline_get_504(tmp_path: Path) -> None:
@@ -59,7 +67,10 @@ def test_requests_past_the_deadline_get_504(tmp_path: Path) -> None:
         settings, keys=KeyStore(engine), audit=AuditLog(engine), limiter=MemoryLimiter()
     )
     release = asyncio.Event()  # never set: the endpoint hangs until the deadline
-    app = gateway.wrap(_slow_app(release), max_body_bytes=1024)
+    table = _slow_routes(release)
+    app = GatewayLayer(
+        Starlette(routes=table.starlette_routes()), gateway, table, max_body_bytes=1024
+    )
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         started = time.monotonic()
         oip = client.get("/v2/slow")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from gatewaytest import IRIS_ROW, FakeClock, ServeFactory
 
-from aimass.gateway.roles import Role
+from aimass.roles import Role
 
 
 def test_admin_api_creates_lists_and_revokes_keys(serve: ServeFactory) -> None:

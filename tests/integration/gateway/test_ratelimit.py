@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from gatewaytest import IRIS_ROW, FakeClock, ServeFactory
 from ratelimit_load import hammer
 
-from aimass.gateway.roles import Role
+from aimass.roles import Role
 
 
 def test_rate_limit_is_exact_under_concurrency(serve: ServeFactory) -> None:

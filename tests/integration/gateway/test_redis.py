@@ -15,12 +15,12 @@ import pytest
 from gatewaytest import FakeClock, ServeFactory
 from ratelimit_load import hammer
 
+from aimass.db.database import open_engine
 from aimass.errors import AimassError
 from aimass.gateway.keys import KeyStore
 from aimass.gateway.ratelimit import Policy
 from aimass.gateway.redislimit import RedisLimiter
-from aimass.gateway.roles import Role
-from aimass.registry.database import open_engine
+from aimass.roles import Role
 from aimass.testing.server import serve_in_process
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -9,7 +9,7 @@ import pytest
 from gatewaytest import IRIS_ROW, ServeFactory
 from openai import AuthenticationError, OpenAI
 
-from aimass.gateway.roles import Role
+from aimass.roles import Role
 
 NONE, BAD = "none", "bad"
 THROUGH = 0
@@ -42,7 +42,8 @@ ENDPOINTS: list[tuple[str, str, str, Any, tuple[int, ...]]] = [
     ),
     ("repository index", "POST", "/v2/repository/index", None, (401, 401, 403, 200, 200)),
     ("repository load", "POST", "/v2/repository/models/iris/load", None, (401, 401, 403, 200, 200)),
-    ("metrics", "GET", "/metrics", None, (401, 401, 403, 404, 404)),
+    # No route declares /metrics (yet): like any undeclared path, it needs admin.
+    ("metrics", "GET", "/metrics", None, (401, 401, 403, 403, 404)),
     ("training runs", "GET", "/v1/runs", None, (401, 401, 403, 200, 200)),
     ("admin keys", "GET", "/admin/keys", None, (401, 401, 403, 403, 200)),
     ("admin audit", "GET", "/admin/audit", None, (401, 401, 403, 403, 200)),

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from aimass.app import create_app
 from aimass.lifecycle.runs import RunStore
 from aimass.registry import Registry
-from aimass.server import create_app
-from aimass.serving import Engine
 from aimass.settings import Settings
 from aimass.testing.server import serve_in_thread
 
@@ -33,7 +32,6 @@ def runs(lc_registry: Registry) -> RunStore:
 
 @pytest.fixture(scope="module")
 def base_url(lc_settings: Settings, lc_registry: Registry) -> Iterator[str]:
-    engine = Engine(lc_registry, lc_settings.serving)
-    app = create_app(lc_settings, engine=engine, registry=lc_registry)
+    app = create_app(lc_settings, registry=lc_registry)
     with serve_in_thread(app) as url:
         yield url

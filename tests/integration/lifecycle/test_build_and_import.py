@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aimass.contract.manifest import LineageMethod
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.build import BuildContext, build_context
 from aimass.lifecycle.mlflow_import import import_mlflow
 from aimass.lifecycle.runs import RunStore
 from aimass.lifecycle.spec import load_spec
 from aimass.lifecycle.train import Trainer, TrainResult
-from aimass.registry import LineageMethod, Registry
+from aimass.registry import Registry
 from aimass.testing.server import serve_in_process
 
 EXAMPLES = Path(__file__).parents[3] / "examples"

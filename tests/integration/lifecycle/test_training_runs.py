@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aimass.contract.manifest import LineageMethod
 from aimass.errors import AimassError
 from aimass.lifecycle.runs import FAILED, RUNNING, SUCCEEDED, RunStore
 from aimass.lifecycle.spec import load_spec, parse_spec
 from aimass.lifecycle.train import Trainer, TrainResult
-from aimass.registry import LineageMethod, Registry
+from aimass.registry import Registry
 
 EXAMPLES = Path(__file__).parents[3] / "examples"
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from aimass.contract.manifest import LineageMethod
+from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.assessment import assess
 from aimass.lifecycle.card import write_card
@@ -19,8 +21,7 @@ from aimass.lifecycle.runs import SUCCEEDED, RunStore
 from aimass.lifecycle.spec import load_spec
 from aimass.lifecycle.train import Trainer, TrainResult, holdout_split
 from aimass.lifecycle.tune import Tuner, TuneResult
-from aimass.registry import LineageMethod, Registry
-from aimass.registry.signature import Task
+from aimass.registry import Registry
 
 EXAMPLES = Path(__file__).parents[3] / "examples"
 

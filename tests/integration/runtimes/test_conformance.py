@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from aimass.errors import AimassError, ErrorCode
-from aimass.runtimes.base import require
+from aimass.runtimes.loading import require
 from aimass.testing.checks import check_runtime
 
 

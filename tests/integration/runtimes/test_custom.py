@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aimass.contract.runtime import Arrays
+from aimass.contract.signature import Datatype, Signature, TensorSpec
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.signature import Datatype, Signature, TensorSpec
-from aimass.runtimes.base import Arrays
 from aimass.runtimes.custom import PythonModel, PythonRuntime
 from aimass.testing.checks import check_runtime
 

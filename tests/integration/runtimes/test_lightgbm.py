@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
+from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.signature import Task
 from aimass.runtimes import detect_runtime
 from aimass.runtimes.lightgbm import LightGBMRuntime
 

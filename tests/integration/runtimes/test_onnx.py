@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import LoadOptions, Saved
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
 from aimass.runtimes import detect_runtime
-from aimass.runtimes.base import LoadOptions, Saved
 from aimass.runtimes.onnx import OnnxRuntime
 
 # onnx writes its newest IR version by default; onnxruntime reads up to 10 here.

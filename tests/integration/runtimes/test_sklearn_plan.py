@@ -21,13 +21,14 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from aimass.contract.runtime import Arrays, LoadOptions
+from aimass.contract.signature import as_array
+from aimass.convert.plan import PLAN_FILE
+from aimass.convert.sklearn import ATOL, RTOL
+from aimass.convert.verify import mismatch
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry import Registry
-from aimass.registry.signature import as_array
-from aimass.runtimes.base import Arrays, LoadOptions
-from aimass.runtimes.plan import PLAN_FILE, mismatch
 from aimass.runtimes.sklearn import SklearnRuntime
-from aimass.runtimes.sklearn_plan import ATOL, RTOL
 from aimass.settings import Settings
 from aimass.testing.checks import save_and_load
 from aimass.testing.models import iris_classifier

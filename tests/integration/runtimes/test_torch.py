@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import LoadOptions
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.runtimes.base import LoadOptions
 from aimass.runtimes.torch import TorchRuntime
 from aimass.testing.checks import check_runtime
 

@@ -19,12 +19,13 @@ import pytest
 import torch
 from torch import nn
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays, LoadOptions
+from aimass.convert.plan import PLAN_FILE
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry import Registry
-from aimass.registry.manifest import Manifest
-from aimass.runtimes.base import Arrays, LoadOptions
-from aimass.runtimes.plan import PLAN_FILE
-from aimass.runtimes.torch import ATOL, RTOL, TorchRuntime
+from aimass.runtimes.torch import TorchRuntime
+from aimass.runtimes.torch_formats import ATOL, RTOL
 from aimass.settings import Settings
 from aimass.testing.checks import save_and_load
 

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Capability, LoadOptions, Saved
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.runtimes.base import Capability, LoadOptions, Saved
 from aimass.runtimes.model import LoadedModel
 from aimass.runtimes.torch import TorchRuntime
 from aimass.runtimes.transformers import TransformersRuntime

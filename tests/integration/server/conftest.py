@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aimass.app import create_app
 from aimass.registry import Registry
-from aimass.server import create_app
-from aimass.serving import Engine
 from aimass.settings import ServerSettings, Settings
 from aimass.testing.models import iris_classifier, iris_onnx, minilm_path
 from aimass.testing.server import serve_in_thread
@@ -50,8 +49,7 @@ def server_registry(server_settings: Settings) -> Iterator[Registry]:
 
 @pytest.fixture(scope="session")
 def base_url(server_settings: Settings, server_registry: Registry) -> Iterator[str]:
-    engine = Engine(server_registry, server_settings.serving)
-    app = create_app(server_settings, engine=engine, registry=server_registry)
+    app = create_app(server_settings, registry=server_registry)
     with serve_in_thread(app) as url:
         yield url
 

@@ -10,10 +10,16 @@ import numpy as np
 import orjson
 import pytest
 
+from aimass.app import create_app
+from aimass.contract.request import InferRequest
+from aimass.contract.runtime import Arrays, Capability
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry import Registry
-from aimass.server import create_app
 from aimass.serving import Engine
+from aimass.serving.backend import ThreadBackend
+from aimass.serving.executor import Executor
+from aimass.serving.router import RegistryRouter
+from aimass.serving.scheduler import Schedulers
 from aimass.settings import Settings
 from aimass.testing.server import serve_in_thread
 
@@ -399,13 +405,27 @@ def test_openai_errors(client: httpx.Client) -> None:
     assert tokens.status_code == 400 and tokens.json()["error"]["param"] == "input"
 
 
-class _FailingEngine(Engine):
-    def __init__(self, registry: Registry, settings: Settings, error: Exception) -> None:
-        super().__init__(registry, settings.serving)
+class _Failing:
+    """A scheduler whose every request fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
         self.error = error
 
-    async def infer(self, *args: Any, **kwargs: Any) -> Any:
+    async def submit(self, request: InferRequest) -> Arrays:
         raise self.error
+
+    async def close(self) -> None:
+        return None
+
+
+def _failing_engine(registry: Registry, settings: Settings, error: Exception) -> Engine:
+    """The real engine, router and backend, with schedulers that fail every request."""
+    return Engine(
+        settings.serving,
+        router=RegistryRouter(registry, Executor(1)),
+        backend=ThreadBackend(registry.load, threads=1, load_threads=1),
+        schedulers=Schedulers(dict.fromkeys(Capability, lambda model: _Failing(error))),
+    )
 
 
 @pytest.mark.parametrize(
@@ -435,7 +455,7 @@ def test_overload_and_bugs(
     settings = server_settings.model_copy(
         update={"server": server_settings.server.model_copy(update={"models": []})}
     )
-    engine = _FailingEngine(server_registry, settings, error)
+    engine = _failing_engine(server_registry, settings, error)
     app = create_app(settings, engine=engine, registry=server_registry)
     with serve_in_thread(app) as url, httpx.Client(base_url=url) as c:
         response = c.post(

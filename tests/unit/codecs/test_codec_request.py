@@ -6,13 +6,8 @@ import numpy as np
 import orjson
 import pytest
 
-from aimass.codecs import (
-    InferRequest,
-    RequestedOutput,
-    decode_infer_request,
-    encode_infer_response,
-    parse_header_length,
-)
+from aimass.codecs import decode_infer_request, encode_infer_response, parse_header_length
+from aimass.contract.request import InferRequest, RequestedOutput
 from aimass.errors import AimassError, ErrorCode
 
 
@@ -174,7 +169,7 @@ def test_classification_extension_is_unsupported() -> None:
 
 
 def _request(**kwargs: Any) -> InferRequest:
-    return InferRequest(inputs={}, **kwargs)
+    return InferRequest("m", {}, **kwargs)
 
 
 def test_json_response() -> None:

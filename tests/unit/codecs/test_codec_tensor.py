@@ -15,8 +15,8 @@ from aimass.codecs import (
     parse_datatype,
     parse_shape,
 )
+from aimass.contract.signature import Datatype
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry import Datatype
 
 
 def _fails(match: str, fn: Any, *args: Any) -> AimassError:

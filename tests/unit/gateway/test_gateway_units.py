@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aimass.app import route_table
+from aimass.db.database import open_engine
 from aimass.errors import AimassError
 from aimass.gateway.audit import AuditLog
-from aimass.gateway.deadline import Deadlines
 from aimass.gateway.gateway import Gateway, key_from_headers
 from aimass.gateway.keys import KeyStore, digest, parse_expiry, parse_quota, parse_role
-from aimass.gateway.middleware import GatewayLayer
+from aimass.gateway.layer import GatewayLayer, required
 from aimass.gateway.ratelimit import MemoryLimiter, Policy, quota_window
-from aimass.gateway.roles import Role, classify, in_scope
-from aimass.registry.database import open_engine
-from aimass.settings import GatewaySettings
+from aimass.gateway.scope import in_scope
+from aimass.http.deadline import Deadlines
+from aimass.http.routes import RouteTable
+from aimass.registry import Registry
+from aimass.roles import Role
+from aimass.serving import build_engine
+from aimass.settings import GatewaySettings, Settings
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Iterator[RouteTable]:
+    """The route table of a server over an empty registry (nothing started)."""
+    settings = Settings(home=tmp_path)
+    registry = Registry.from_settings(settings)
+    engine = build_engine(registry, settings.serving)
+    gateway = Gateway.from_settings(settings, registry.database)
+    yield route_table(settings, engine=engine, registry=registry, gateway=gateway)
+    registry.close()
 
 
 class Clock:
@@ -90,9 +107,18 @@ def test_quota_binds_and_rolls_over() -> None:
         ("POST", "/something/new", Role.ADMIN, None),
     ],
 )
-def test_classify(method: str, path: str, role: Role | None, model: str | None) -> None:
-    requirement = classify(method, path)
-    assert (requirement.role, requirement.model) == (role, model)
+def test_each_request_needs_its_routes_role_and_names_its_model(
+    table: RouteTable, method: str, path: str, role: Role | None, model: str | None
+) -> None:
+    needed, route, params = required(table, method, path)
+    named = None if route is None or route.model is None else params[route.model]
+    assert (needed, named) == (role, model)
+
+
+def test_a_wrong_method_needs_the_strictest_role_of_its_path(table: RouteTable) -> None:
+    assert required(table, "PUT", "/v2/health/live")[0] is None
+    assert required(table, "PATCH", "/admin/keys/key_1")[0] is Role.ADMIN
+    assert required(table, "PUT", "/v2/models/iris")[0] is Role.INVOKER
 
 
 def test_roles_are_ranked() -> None:
@@ -162,7 +188,7 @@ def test_a_request_that_fails_leaves_the_deadline_clock(tmp_path: Path) -> None:
     async def failing(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("the app failed")  # as Starlette re-raises after its 500
 
-    layer = GatewayLayer(failing, gateway, max_body_bytes=1024)
+    layer = GatewayLayer(failing, gateway, RouteTable([], {}), max_body_bytes=1024)
     scope = {"type": "http", "method": "GET", "path": "/v2", "headers": []}
 
     async def request() -> None:

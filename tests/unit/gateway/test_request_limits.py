@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from aimass.codecs import decode_infer_request
+from aimass.codecs.limits import RequestLimits
 from aimass.errors import AimassError
-from aimass.gateway.limits import RequestLimits
 
 
 def _json(*inputs: dict[str, Any]) -> tuple[bytes, None]:

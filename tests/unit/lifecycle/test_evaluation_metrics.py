@@ -14,6 +14,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from aimass.contract.signature import Task
 from aimass.errors import AimassError
 from aimass.lifecycle.evaluate import (
     CLASSIFICATION_METRICS,
@@ -22,7 +23,6 @@ from aimass.lifecycle.evaluate import (
     evaluate_predictions,
 )
 from aimass.lifecycle.spec import CVSpec
-from aimass.registry.signature import Task
 
 
 def _fitted(loader: Any) -> tuple[Any, Any, Any]:

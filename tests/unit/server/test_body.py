@@ -9,7 +9,7 @@ import pytest
 from starlette.requests import ClientDisconnect
 
 from aimass.errors import AimassError, ErrorCode
-from aimass.server.body import receive_body
+from aimass.http.body import receive_body
 
 pytestmark = pytest.mark.anyio
 

@@ -10,19 +10,37 @@ model is wrapped so the test can see how many calls and rows it got.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from typing_extensions import override
 
-from aimass.registry import ArtifactFile, Datatype, Manifest, Registry, Signature, TensorSpec
+from aimass.contract.manifest import ArtifactFile, Manifest
+from aimass.contract.request import InferRequest, InferResult, RequestedOutput
+from aimass.contract.runtime import Arrays, LoadOptions, Runtime, Saved
+from aimass.contract.signature import Datatype, Signature, TensorSpec
+from aimass.registry import Registry
 from aimass.registry.records import VersionInfo
-from aimass.runtimes.base import Arrays, LoadOptions, Runtime, Saved
 from aimass.runtimes.model import LoadedModel
+from aimass.serving.engine import Engine
 
 WAIT = 10.0
+
+
+def ask(
+    engine: Engine,
+    model: str,
+    version: int | None,
+    inputs: Arrays,
+    *,
+    outputs: Sequence[str] | None = None,
+    timeout: float | None = None,
+) -> Coroutine[Any, Any, InferResult]:
+    """``engine.infer`` on the request these arguments describe."""
+    requested = None if outputs is None else tuple(RequestedOutput(name) for name in outputs)
+    return engine.infer(InferRequest(model, inputs, version, outputs=requested, timeout=timeout))
 
 
 def double(inputs: Arrays) -> Arrays:
@@ -41,6 +59,20 @@ class Script:
     load_gate: threading.Event | None = None
 
 
+_X = TensorSpec(name="x", datatype=Datatype.FP64, shape=(-1, -1))
+
+
+def _manifest(signature: Signature, size: int = 0) -> Manifest:
+    return Manifest(
+        runtime="python",
+        framework="python",
+        framework_version="3",
+        format="scripted",
+        signature=signature,
+        files=(ArtifactFile(path="weights", sha256="0" * 64, size=size),),
+    )
+
+
 class _InMemoryRuntime(Runtime):
     """A runtime built in the test around a model in memory: it never saves or loads files."""
 
@@ -51,13 +83,38 @@ class _InMemoryRuntime(Runtime):
 
     @override
     @classmethod
-    def save(cls, obj: Any, directory: Path, *, sample_input: Any = None, **options: Any) -> Saved:
+    def write(cls, obj: Any, directory: Path, *, sample_input: Any, options: Any) -> Saved:
         raise NotImplementedError
 
     @override
     @classmethod
     def load(cls, directory: Path, manifest: Manifest, options: LoadOptions) -> Runtime:
         raise NotImplementedError
+
+
+class FunctionRuntime(_InMemoryRuntime):
+    """A plain function as a model (its manifest declares one input ``x``)."""
+
+    name = "function"
+    extra = "none"
+
+    def __init__(self, fn: Callable[[Arrays], Arrays]) -> None:
+        super().__init__(_manifest(Signature(inputs=(_X,), outputs=())))
+        self.fn = fn
+
+    @override
+    def predict(self, inputs: Arrays) -> Arrays:
+        return self.fn(inputs)
+
+
+def function_model(fn: Callable[[Arrays], Arrays], name: str = "fn") -> LoadedModel:
+    """``fn`` as version 1 of a loaded model called ``name``."""
+    return LoadedModel(name, 1, FunctionRuntime(fn))
+
+
+def no_loads(name: str, version: int) -> LoadedModel:
+    """A backend's loader for tests that never load a model."""
+    raise AssertionError(f"the test loaded {name}:{version}")
 
 
 class ScriptedRuntime(_InMemoryRuntime):
@@ -113,17 +170,13 @@ class SpyRegistry(Registry):
         signature: Signature | None = None,
     ) -> VersionInfo:
         """Register a version of ``name`` served by ``script``."""
-        manifest = Manifest(
-            runtime="python",
-            framework="python",
-            framework_version="3",
-            format="scripted",
-            signature=signature
+        manifest = _manifest(
+            signature
             or Signature(
                 inputs=(TensorSpec(name="x", datatype=Datatype.FP64, shape=(-1, 2)),),
                 outputs=(TensorSpec(name="output", datatype=Datatype.FP64, shape=(-1, 2)),),
             ),
-            files=(ArtifactFile(path="weights", sha256="0" * 64, size=size),),
+            size,
         )
         self.scripts[name] = script or Script()
         self.store.ensure_model(name, task="custom", description="", created_by="test")

@@ -9,32 +9,30 @@ import numpy as np
 import pytest
 from serving_doubles import WAIT, Script, SpyRegistry
 
+from aimass.contract.request import InferRequest
+from aimass.contract.runtime import Capability
 from aimass.errors import AimassError, ErrorCode
-from aimass.runtimes.model import LoadedModel
-from aimass.serving.batcher import Batcher
+from aimass.serving.backend import ThreadBackend
 from aimass.serving.cache import ModelCache, ModelStatus
-from aimass.serving.executor import Executor
+from aimass.serving.scheduler import batching_schedulers
+from aimass.settings import ServingSettings
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def executor() -> Iterator[Executor]:
-    pool = Executor(2, name="test-cache")
-    yield pool
-    pool.shutdown()
+def backend(registry: SpyRegistry) -> Iterator[ThreadBackend]:
+    threads = ThreadBackend(registry.load, threads=2, load_threads=2)
+    yield threads
+    threads.close()
 
 
-def make_cache(
-    registry: SpyRegistry, executor: Executor, *, budget: int | None = None
-) -> ModelCache:
-    def batcher(model: LoadedModel) -> Batcher:
-        return Batcher(model.runtime.predict, executor, name=model.name, max_delay=0)
-
+def make_cache(backend: ThreadBackend, *, budget: int | None = None) -> ModelCache:
+    schedulers = batching_schedulers(ServingSettings(max_delay_ms=0), backend)
     return ModelCache(
-        lambda name, version: registry.load(name, version),
-        batcher,
-        executor,
+        backend.load,
+        schedulers.for_model,
+        backend.release,
         budget_bytes=budget,
         retry_after=3600,
     )
@@ -44,10 +42,10 @@ X = {"x": np.ones((1, 2))}
 
 
 async def test_concurrent_first_uses_share_one_load(
-    registry: SpyRegistry, executor: Executor
+    registry: SpyRegistry, backend: ThreadBackend
 ) -> None:
     info = registry.add_scripted("m")
-    cache = make_cache(registry, executor)
+    cache = make_cache(backend)
     entries = await asyncio.gather(*(cache.acquire(info) for _ in range(10)))
     assert registry.loads == {"m": 1}
     assert len({id(e) for e in entries}) == 1
@@ -65,10 +63,10 @@ async def test_concurrent_first_uses_share_one_load(
 
 
 async def test_least_recently_used_idle_models_are_evicted(
-    registry: SpyRegistry, executor: Executor
+    registry: SpyRegistry, backend: ThreadBackend
 ) -> None:
     infos = {name: registry.add_scripted(name, size=400) for name in "abc"}
-    cache = make_cache(registry, executor, budget=1000)
+    cache = make_cache(backend, budget=1000)
     for name in "ab":
         cache.release(await cache.acquire(infos[name]))
     cache.release(await cache.acquire(infos["a"]))  # now b is the least recently used
@@ -82,11 +80,11 @@ async def test_least_recently_used_idle_models_are_evicted(
 
 
 async def test_a_model_in_use_is_not_evicted_until_released(
-    registry: SpyRegistry, executor: Executor
+    registry: SpyRegistry, backend: ThreadBackend
 ) -> None:
     a = registry.add_scripted("a", size=600)
     b = registry.add_scripted("b", size=600)
-    cache = make_cache(registry, executor, budget=1000)
+    cache = make_cache(backend, budget=1000)
     held = await cache.acquire(a)
     other = await cache.acquire(b)
     # Both in use: the cache goes over budget rather than evict a model mid-request.
@@ -102,11 +100,11 @@ async def test_a_model_in_use_is_not_evicted_until_released(
 
 
 async def test_a_failed_load_is_unavailable_and_leaves_others_alone(
-    registry: SpyRegistry, executor: Executor
+    registry: SpyRegistry, backend: ThreadBackend
 ) -> None:
     good = registry.add_scripted("good")
     bad = registry.add_scripted("bad", Script(load_error=OSError("disk on fire at /secret")))
-    cache = make_cache(registry, executor)
+    cache = make_cache(backend)
     results = await asyncio.gather(cache.acquire(bad), cache.acquire(good), return_exceptions=True)
     assert isinstance(results[0], AimassError)
     assert results[0].code is ErrorCode.INTERNAL
@@ -127,11 +125,13 @@ async def test_a_failed_load_is_unavailable_and_leaves_others_alone(
     await cache.close()
 
 
-async def test_a_load_error_code_passes_through(registry: SpyRegistry, executor: Executor) -> None:
+async def test_a_load_error_code_passes_through(
+    registry: SpyRegistry, backend: ThreadBackend
+) -> None:
     info = registry.add_scripted(
         "m", Script(load_error=AimassError(ErrorCode.MISSING_EXTRA, "pip install it"))
     )
-    cache = make_cache(registry, executor)
+    cache = make_cache(backend)
     with pytest.raises(AimassError) as caught:
         await cache.acquire(info)
     assert caught.value.code is ErrorCode.MISSING_EXTRA
@@ -139,13 +139,15 @@ async def test_a_load_error_code_passes_through(registry: SpyRegistry, executor:
     await cache.close()
 
 
-async def test_unload_waits_for_queued_requests(registry: SpyRegistry, executor: Executor) -> None:
+async def test_unload_waits_for_queued_requests(
+    registry: SpyRegistry, backend: ThreadBackend
+) -> None:
     gate = threading.Event()
     info = registry.add_scripted("m", Script(gate=gate))
-    cache = make_cache(registry, executor)
+    cache = make_cache(backend)
     entry = await cache.acquire(info)
-    assert entry.batcher is not None
-    request = asyncio.ensure_future(entry.batcher.submit(X))
+    batcher = entry.schedulers[Capability.PREDICT]
+    request = asyncio.ensure_future(batcher.submit(InferRequest("m", X)))
     assert await asyncio.to_thread(registry.scripts["m"].entered.wait, WAIT)
     unloading = asyncio.ensure_future(cache.unload("m"))
     await asyncio.sleep(0)
@@ -159,10 +161,10 @@ async def test_unload_waits_for_queued_requests(registry: SpyRegistry, executor:
 
 
 async def test_loaded_models_are_kept_out_of_collections_until_dropped(
-    registry: SpyRegistry, executor: Executor
+    registry: SpyRegistry, backend: ThreadBackend
 ) -> None:
     info = registry.add_scripted("m")
-    cache = make_cache(registry, executor)
+    cache = make_cache(backend)
     gc.unfreeze()
     entry = await cache.acquire(info)
     # The model's objects (and everything else alive) left the collector's generations.

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_doubles import WAIT, Script, SpyRegistry
+from serving_doubles import WAIT, Script, SpyRegistry, ask
 
+from aimass.contract.signature import Datatype, Signature, TensorSpec
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry import Datatype, Signature, TensorSpec
-from aimass.serving import Engine, ModelStatus
+from aimass.serving import Engine, ModelStatus, build_engine
 from aimass.settings import ModelBatching, ServingSettings
 
 pytestmark = pytest.mark.anyio
@@ -24,7 +24,7 @@ async def make_engine(registry: SpyRegistry) -> AsyncIterator[EngineFactory]:
     engines: list[Engine] = []
 
     def make(**settings: Any) -> Engine:
-        engine = Engine(registry, ServingSettings(**settings))
+        engine = build_engine(registry, ServingSettings(**settings))
         engines.append(engine)
         return engine
 
@@ -62,7 +62,7 @@ async def test_concurrent_requests_are_batched_and_match_unbatched_predictions(
     engine = await started(make_engine(max_delay_ms=20), "iris")
     unbatched = registry.load("iris")
     slices = [iris_model[(3 * i) % 140 : (3 * i) % 140 + 1 + i % 4] for i in range(50)]
-    results = await asyncio.gather(*(engine.infer("iris", None, {"input": s}) for s in slices))
+    results = await asyncio.gather(*(ask(engine, "iris", None, {"input": s}) for s in slices))
     calls = registry.calls["iris"]
     assert len(calls) < len(slices)
     assert sum(calls) == sum(len(s) for s in slices)
@@ -78,9 +78,9 @@ async def test_outputs_are_selected_and_unknown_ones_refused(
     iris_model: np.ndarray[Any, Any], make_engine: EngineFactory
 ) -> None:
     engine = await started(make_engine())
-    result = await engine.infer("iris:1", None, {"input": iris_model[:2]}, outputs=["label"])
+    result = await ask(engine, "iris:1", None, {"input": iris_model[:2]}, outputs=["label"])
     assert list(result.outputs) == ["label"]
-    bad = engine.infer("iris", 1, {"input": iris_model[:2]}, outputs=["logits"])
+    bad = ask(engine, "iris", 1, {"input": iris_model[:2]}, outputs=["logits"])
     assert await code_of(bad) is ErrorCode.INVALID_INPUT
 
 
@@ -92,14 +92,14 @@ async def test_references_resolve_by_alias_version_and_latest(
     registry.register(clf, "iris", sample_input=x[:5])
     registry.set_alias("iris", "production", 1)
     engine = await started(make_engine())
-    assert (await engine.infer("iris", None, {"input": x[:1]})).model_version == 2
-    assert (await engine.infer("iris@production", None, {"input": x[:1]})).model_version == 1
-    assert (await engine.infer("iris", 1, {"input": x[:1]})).model_version == 1
+    assert (await ask(engine, "iris", None, {"input": x[:1]})).model_version == 2
+    assert (await ask(engine, "iris@production", None, {"input": x[:1]})).model_version == 1
+    assert (await ask(engine, "iris", 1, {"input": x[:1]})).model_version == 1
     assert (await engine.metadata("iris@production")).version == 1
-    assert await code_of(engine.infer("iris@production", 2, {"input": x[:1]})) is (
+    assert await code_of(ask(engine, "iris@production", 2, {"input": x[:1]})) is (
         ErrorCode.INVALID_INPUT
     )
-    assert await code_of(engine.infer("iris:1", 2, {"input": x[:1]})) is ErrorCode.INVALID_INPUT
+    assert await code_of(ask(engine, "iris:1", 2, {"input": x[:1]})) is ErrorCode.INVALID_INPUT
 
 
 async def test_unknown_models_and_versions_are_not_found(
@@ -107,9 +107,9 @@ async def test_unknown_models_and_versions_are_not_found(
 ) -> None:
     engine = await started(make_engine())
     x = {"input": iris_model[:1]}
-    assert await code_of(engine.infer("nope", None, x)) is ErrorCode.NOT_FOUND
-    assert await code_of(engine.infer("iris", 7, x)) is ErrorCode.NOT_FOUND
-    assert await code_of(engine.infer("iris@staging", None, x)) is ErrorCode.NOT_FOUND
+    assert await code_of(ask(engine, "nope", None, x)) is ErrorCode.NOT_FOUND
+    assert await code_of(ask(engine, "iris", 7, x)) is ErrorCode.NOT_FOUND
+    assert await code_of(ask(engine, "iris@staging", None, x)) is ErrorCode.NOT_FOUND
     assert await code_of(engine.metadata("nope")) is ErrorCode.NOT_FOUND
 
 
@@ -117,12 +117,12 @@ async def test_a_bad_request_fails_alone(
     registry: SpyRegistry, iris_model: np.ndarray[Any, Any], make_engine: EngineFactory
 ) -> None:
     engine = await started(make_engine(max_delay_ms=50), "iris")
-    good = [engine.infer("iris", None, {"input": iris_model[i : i + 2]}) for i in range(6)]
+    good = [ask(engine, "iris", None, {"input": iris_model[i : i + 2]}) for i in range(6)]
     bad = [
-        engine.infer("iris", None, {"input": iris_model[:2, :3]}),
-        engine.infer("iris", None, {"input": np.array([["a"] * 4])}),
-        engine.infer("iris", None, {"wrong": iris_model[:2]}),
-        engine.infer("iris", None, {"input": iris_model[:0]}),
+        ask(engine, "iris", None, {"input": iris_model[:2, :3]}),
+        ask(engine, "iris", None, {"input": np.array([["a"] * 4])}),
+        ask(engine, "iris", None, {"wrong": iris_model[:2]}),
+        ask(engine, "iris", None, {"input": iris_model[:0]}),
     ]
     results = await asyncio.gather(*good, *bad, return_exceptions=True)
     for result in results[: len(good)]:
@@ -143,7 +143,7 @@ async def test_variable_length_sequences_batch_separately(
     registry.add_scripted("seq", signature=signature)
     engine = await started(make_engine(max_delay_ms=20), "seq")
     inputs = [np.full((1 + i % 2, 2 + i % 3), float(i)) for i in range(12)]
-    results = await asyncio.gather(*(engine.infer("seq", None, {"x": x}) for x in inputs))
+    results = await asyncio.gather(*(ask(engine, "seq", None, {"x": x}) for x in inputs))
     for x, result in zip(inputs, results, strict=True):
         np.testing.assert_array_equal(result.outputs["output"], x * 2)
     assert 3 <= len(registry.calls["seq"]) < len(inputs)
@@ -156,11 +156,11 @@ async def test_a_full_queue_is_overloaded_immediately(
     registry.add_scripted("slow", script)
     engine = await started(make_engine(max_batch_size=1, max_delay_ms=0, queue_size=2), "slow")
     x = {"x": np.ones((1, 2))}
-    running = asyncio.ensure_future(engine.infer("slow", None, x))
+    running = asyncio.ensure_future(ask(engine, "slow", None, x))
     assert await asyncio.to_thread(script.entered.wait, WAIT)
-    queued = [asyncio.ensure_future(engine.infer("slow", None, x)) for _ in range(2)]
+    queued = [asyncio.ensure_future(ask(engine, "slow", None, x)) for _ in range(2)]
     await asyncio.sleep(0)
-    assert await code_of(engine.infer("slow", None, x)) is ErrorCode.OVERLOADED
+    assert await code_of(ask(engine, "slow", None, x)) is ErrorCode.OVERLOADED
     assert script.gate is not None
     script.gate.set()
     await asyncio.gather(running, *queued)
@@ -170,7 +170,7 @@ async def test_a_slow_request_times_out(registry: SpyRegistry, make_engine: Engi
     script = Script(gate=threading.Event())
     registry.add_scripted("slow", script)
     engine = await started(make_engine(max_delay_ms=0), "slow")
-    call = engine.infer("slow", None, {"x": np.ones((1, 2))}, timeout=0.05)
+    call = ask(engine, "slow", None, {"x": np.ones((1, 2))}, timeout=0.05)
     assert await code_of(call) is ErrorCode.TIMEOUT
 
 
@@ -181,8 +181,8 @@ async def test_a_request_waiting_on_a_slow_load_times_out_without_cancelling_it(
     registry.add_scripted("big", Script(load_gate=gate))
     engine = await started(make_engine())
     x = {"x": np.ones((1, 2))}
-    assert await code_of(engine.infer("big", None, x, timeout=0.05)) is ErrorCode.TIMEOUT
-    waiting = asyncio.ensure_future(engine.infer("big", None, x))
+    assert await code_of(ask(engine, "big", None, x, timeout=0.05)) is ErrorCode.TIMEOUT
+    waiting = asyncio.ensure_future(ask(engine, "big", None, x))
     await asyncio.sleep(0)
     gate.set()
     np.testing.assert_array_equal((await waiting).outputs["output"], x["x"] * 2)
@@ -199,17 +199,18 @@ async def test_the_memory_budget_evicts_idle_models_not_busy_ones(
         registry.add_scripted(name, size=mib)
     engine = await started(make_engine(memory_budget_mb=2.5, max_delay_ms=0))
     x = {"x": np.ones((1, 2))}
-    in_flight = asyncio.ensure_future(engine.infer("busy", None, x))
+    in_flight = asyncio.ensure_future(ask(engine, "busy", None, x))
     assert await asyncio.to_thread(busy.entered.wait, WAIT)
-    await engine.infer("a", None, x)
-    await engine.infer("b", None, x)  # over budget: a (idle) goes, busy stays
-    assert {s.name for s in engine.index()} == {"busy", "b"}
-    assert await engine.is_ready("busy")
-    assert not await engine.is_ready("a")
+    await ask(engine, "a", None, x)
+    await ask(engine, "b", None, x)  # over budget: a (idle) goes, busy stays
+    assert {s.name: s.status for s in engine.index()} == {
+        "busy": ModelStatus.READY,
+        "b": ModelStatus.READY,
+    }
     assert busy.gate is not None
     busy.gate.set()
     await in_flight
-    await engine.infer("a", None, x)  # reloads a and evicts busy, now the least recent idle
+    await ask(engine, "a", None, x)  # reloads a and evicts busy, now the least recent idle
     assert {s.name for s in engine.index()} == {"a", "b"}
     assert registry.loads == {"busy": 1, "a": 2, "b": 1}
 
@@ -224,10 +225,10 @@ async def test_a_failing_load_does_not_affect_other_models(
     assert states["broken"].status is ModelStatus.UNAVAILABLE
     assert states["broken"].reason
     assert states["iris"].status is ModelStatus.READY
-    assert await code_of(engine.infer("broken", None, {"x": np.ones((1, 2))})) is (
+    assert await code_of(ask(engine, "broken", None, {"x": np.ones((1, 2))})) is (
         ErrorCode.INTERNAL
     )
-    assert (await engine.infer("iris", None, {"input": iris_model[:1]})).model_version == 1
+    assert (await ask(engine, "iris", None, {"input": iris_model[:1]})).model_version == 1
     assert await code_of(engine.load("broken")) is ErrorCode.INTERNAL
 
 
@@ -235,15 +236,31 @@ async def test_load_unload_and_readiness(registry: SpyRegistry, make_engine: Eng
     registry.add_scripted("m")
     engine = make_engine()
     assert not engine.ready
-    assert await code_of(engine.infer("m", None, {"x": np.ones((1, 2))})) is ErrorCode.NOT_READY
+    assert await code_of(ask(engine, "m", None, {"x": np.ones((1, 2))})) is ErrorCode.NOT_READY
     await engine.start()
     assert engine.ready
-    assert not await engine.is_ready("m")
     await engine.load("m")
     assert await engine.is_ready("m", 1)
     await engine.unload("m")
-    assert not await engine.is_ready("m")
     assert engine.index() == []
+    assert registry.loads["m"] == 1
+
+
+async def test_a_readiness_probe_alone_brings_a_model_up(
+    registry: SpyRegistry, make_engine: EngineFactory
+) -> None:
+    gate = threading.Event()
+    registry.add_scripted("m", Script(load_gate=gate))
+    engine = await started(make_engine())
+    assert engine.index() == []
+    assert not await engine.is_ready("m")  # not loaded: the probe starts its load
+    assert [(s.name, s.status) for s in engine.index()] == [("m", ModelStatus.LOADING)]
+    assert not await engine.is_ready("m")  # a second probe waits for the same load
+    gate.set()
+    await engine.load("m")  # shares the load already running
+    assert await engine.is_ready("m")
+    assert registry.loads["m"] == 1
+    assert await code_of(engine.is_ready("nope")) is ErrorCode.NOT_FOUND
 
 
 async def test_per_model_batching_overrides(
@@ -253,7 +270,7 @@ async def test_per_model_batching_overrides(
     engine = await started(
         make_engine(max_delay_ms=20, per_model={"small": ModelBatching(max_batch_size=2)}), "small"
     )
-    await asyncio.gather(*(engine.infer("small", None, {"x": np.ones((1, 2))}) for _ in range(8)))
+    await asyncio.gather(*(ask(engine, "small", None, {"x": np.ones((1, 2))}) for _ in range(8)))
     assert max(registry.calls["small"]) <= 2
 
 
@@ -264,16 +281,14 @@ async def test_close_drains_in_flight_requests(
     registry.add_scripted("slow", script)
     engine = await started(make_engine(max_batch_size=1, max_delay_ms=0), "slow")
     pending = [
-        asyncio.ensure_future(engine.infer("slow", None, {"x": np.full((1, 2), float(i))}))
+        asyncio.ensure_future(ask(engine, "slow", None, {"x": np.full((1, 2), float(i))}))
         for i in range(4)
     ]
     assert await asyncio.to_thread(script.entered.wait, WAIT)
     closing = asyncio.ensure_future(engine.close())
     await asyncio.sleep(0)
     assert not engine.ready
-    assert await code_of(engine.infer("slow", None, {"x": np.ones((1, 2))})) is (
-        ErrorCode.NOT_READY
-    )
+    assert await code_of(ask(engine, "slow", None, {"x": np.ones((1, 2))})) is (ErrorCode.NOT_READY)
     assert not closing.done()
     assert script.gate is not None
     script.gate.set()

@@ -8,15 +8,28 @@ signature, the sha256 of every artifact file, and the lineage.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aimass.registry.signature import Signature, Task
+from aimass.contract.signature import Signature, Task
 
-__all__ = ["ArtifactFile", "Lineage", "LineageMethod", "Manifest"]
+__all__ = ["ArtifactFile", "Lineage", "LineageMethod", "Manifest", "sha256_of"]
+
+_CHUNK = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file's bytes: how every artifact is named and checked."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class LineageMethod(StrEnum):

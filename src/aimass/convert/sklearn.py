@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from aimass.registry.signature import Signature
-from aimass.runtimes.base import Arrays
-from aimass.runtimes.plan import make_plan
+from aimass.contract.runtime import Arrays
+from aimass.contract.signature import Signature
+from aimass.convert.plan import make_plan
 
 __all__ = ["ATOL", "RTOL", "make_sklearn_plan"]
 

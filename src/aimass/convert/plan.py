@@ -14,9 +14,9 @@ The loader then answers predictions through the plan: one onnxruntime call,
 which releases the GIL once, instead of the framework's per-call overhead
 (scikit-learn's input validation, one PyTorch dispatch per operator).
 
-This module does what every plan shares (the verification set, the checks,
-the file, the session and running it); converting is the framework's, a
-``convert`` callable given to :func:`make_plan`.
+This module does what every plan shares (the file, the session, running it,
+and the guard); the checks are :mod:`aimass.convert.verify`'s and converting
+is the framework's (:mod:`aimass.convert.sklearn`, :mod:`aimass.convert.torch`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from aimass.contract.manifest import Manifest
+from aimass.contract.runtime import Arrays
+from aimass.contract.signature import Signature
+from aimass.convert.verify import RefusedError, check_reproduces, verification_set
 from aimass.errors import AimassError, ErrorCode
-from aimass.registry.manifest import Manifest
-from aimass.registry.signature import Signature
-from aimass.runtimes.base import Arrays
-from aimass.runtimes.onnx import open_session
 
-__all__ = ["PLAN_FILE", "Plan", "RefusedError", "make_plan", "mismatch", "open_plan"]
+__all__ = ["PLAN_FILE", "Plan", "make_plan", "open_plan", "open_session"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,12 +42,6 @@ PLAN_FILE = "serving.onnx"
 
 # An output the plan adds to the graph when it must refuse non-finite input.
 _GUARD = "aimass_nonfinite"
-_MAX_SAMPLE_ROWS = 256
-_SYNTHETIC_ROWS = 64
-# Rows also checked one by one, where shape handling (squeezed batch axes) differs.
-_SINGLE_ROWS = 16
-# Positions of a row that get NaN, then infinity, in the probes.
-_MAX_PROBES = 64
 _ORT_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(double)": np.dtype(np.float64),
     "tensor(float)": np.dtype(np.float32),
@@ -56,10 +50,6 @@ _ORT_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(int32)": np.dtype(np.int32),
     "tensor(bool)": np.dtype(np.bool_),
 }
-
-
-class RefusedError(Exception):
-    """The conversion cannot be made or does not reproduce the model."""
 
 
 class Plan:
@@ -182,7 +172,7 @@ def make_plan(
     try:
         import onnxruntime as ort
 
-        rows, probes, finite_only = _verification_set(sample, predict)
+        rows, probes, finite_only = verification_set(sample, predict)
         model = convert(rows)
         if finite_only:
             _add_guard(model)
@@ -200,7 +190,9 @@ def make_plan(
             "finite_only": finite_only,
         }
         refused = probes if finite_only else []
-        _verify(Plan(session, entry, signature), rows, refused, predict, rtol, atol)
+        check_reproduces(
+            Plan(session, entry, signature).run, rows, refused, predict, rtol=rtol, atol=atol
+        )
     except Exception as exc:  # an unsupported model, a converter bug, a mismatch
         (directory / PLAN_FILE).unlink(missing_ok=True)
         _log.info("no ONNX serving plan for this model: %s", exc)
@@ -208,50 +200,6 @@ def make_plan(
     total = len(next(iter(rows.values())))
     entry.update(tolerance={"rtol": rtol, "atol": atol}, verified_rows=total, converter=converter)
     return entry
-
-
-def _verification_set(
-    sample: Arrays, predict: Callable[[Arrays], Arrays]
-) -> tuple[Arrays, list[Arrays], bool]:
-    """The rows a plan must reproduce, the non-finite probes, and whether the model refuses them.
-
-    The plan must answer NaN and infinity as the model does (the probes then
-    join the rows), or refuse them where the model refuses them.
-    """
-    for name, value in sample.items():
-        if value.ndim < 2 or value.dtype.kind not in "fiu" or 0 in value.shape:
-            raise RefusedError(f"input {name!r} is not numeric rows ({value.dtype}, {value.shape})")
-    rows = _verification_rows(sample)
-    probes = _non_finite_probes(rows)
-    answered = [_answers(predict, probe) for probe in probes]
-    if any(answered) and not all(answered):
-        raise RefusedError("the model answers some NaN or infinity inputs but not others")
-    finite_only = bool(probes) and not any(answered)
-    if not finite_only:
-        rows = {name: np.concatenate([rows[name], *(p[name] for p in probes)]) for name in rows}
-    return rows, probes, finite_only
-
-
-def _verify(
-    plan: Plan,
-    rows: Arrays,
-    refused: list[Arrays],
-    predict: Callable[[Arrays], Arrays],
-    rtol: float,
-    atol: float,
-) -> None:
-    """RefusedError unless the plan reproduces ``predict`` on the rows and refuses ``refused``.
-
-    The rows are checked as one batch and the first of them one by one.
-    """
-    total = len(next(iter(rows.values())))
-    singles = ({k: v[i : i + 1] for k, v in rows.items()} for i in range(min(total, _SINGLE_ROWS)))
-    for batch in [rows, *singles]:
-        reason = mismatch(predict(batch), plan.run(batch), rtol=rtol, atol=atol)
-        if reason is not None:
-            raise RefusedError(f"on {len(next(iter(batch.values())))} row(s): {reason}")
-    if any(_answers(plan.run, probe) for probe in refused):
-        raise RefusedError("the plan answers non-finite input that the model refuses")
 
 
 def _add_guard(model: Any) -> None:
@@ -284,75 +232,9 @@ def _add_guard(model: Any) -> None:
     graph.output.append(helper.make_tensor_value_info(_GUARD, TensorProto.DOUBLE, []))
 
 
-def _verification_rows(sample: Arrays) -> Arrays:
-    """The sample plus deterministic rows around it, scaled per feature, in its dtypes."""
-    count = min(len(value) for value in sample.values())
-    rng = np.random.default_rng(0)
-    picks = rng.integers(min(count, _MAX_SAMPLE_ROWS), size=_SYNTHETIC_ROWS)
-    rows = {}
-    for name, value in sample.items():
-        value = value[: min(count, _MAX_SAMPLE_ROWS)]
-        base = value.astype(np.float64)
-        base = np.where(np.isfinite(base), base, 0.0)
-        # A feature's spread, else its magnitude, else 1: a sample of zeros
-        # still gives rows that exercise every weight.
-        scale = base.std(axis=0)
-        scale = np.where(scale > 0, scale, np.abs(base.mean(axis=0)))
-        scale = np.where(scale > 0, scale, 1.0)
-        synthetic = base[picks] + rng.normal(size=(_SYNTHETIC_ROWS, *base.shape[1:])) * scale
-        if value.dtype.kind in "iu":
-            info = np.iinfo(value.dtype)
-            synthetic = np.clip(np.rint(synthetic), info.min, info.max)
-        rows[name] = np.concatenate([value, synthetic.astype(value.dtype)])
-    return rows
-
-
-def _non_finite_probes(rows: Arrays) -> list[Arrays]:
-    """Batches of the first row with NaN, then infinity, at one position of one float input per row.
-
-    A row of up to :data:`_MAX_PROBES` values is probed everywhere; a longer
-    one at that many evenly spaced positions.
-    """
-    first = {name: value[:1] for name, value in rows.items()}
-    probes = []
-    for name, value in rows.items():
-        if value.dtype.kind != "f":
-            continue
-        width = int(np.prod(value.shape[1:]))
-        positions = np.unique(np.linspace(0, width - 1, min(width, _MAX_PROBES)).astype(int))
-        for bad in (np.nan, np.inf):
-            probe = {k: np.repeat(v, len(positions), axis=0) for k, v in first.items()}
-            flat = probe[name].reshape(len(positions), width)
-            flat[np.arange(len(positions)), positions] = bad
-            probes.append(probe)
-    return probes
-
-
-def _answers(predict: Callable[[Arrays], Arrays], rows: Arrays) -> bool:
-    try:
-        predict(rows)
-    except Exception:  # scikit-learn's ValueError "Input contains NaN", or any refusal
-        return False
-    return True
-
-
-def mismatch(expected: Arrays, got: Arrays, *, rtol: float, atol: float) -> str | None:
-    """Why ``got`` does not reproduce ``expected``, or None when it does.
-
-    The names must be the same in the same order, each output the same dtype
-    and shape; floats equal within ``rtol`` and ``atol`` (NaN where NaN),
-    everything else (labels, integers, text) exactly equal.
-    """
-    if list(got) != list(expected):
-        return f"outputs {list(got)} instead of {list(expected)}"
-    for name, want in expected.items():
-        have = got[name]
-        if have.dtype != want.dtype or have.shape != want.shape:
-            return f"{name!r} is {have.dtype}{have.shape}, not {want.dtype}{want.shape}"
-        if want.dtype.kind == "f":
-            same = np.allclose(have, want, rtol=rtol, atol=atol, equal_nan=True)
-        else:
-            same = np.array_equal(have, want)
-        if not same:
-            return f"{name!r} differs"
-    return None
+def open_session(ort: Any, path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session on ``path`` with ``threads`` intra-op threads and one inter-op."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

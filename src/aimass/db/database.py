@@ -1,4 +1,4 @@
-"""Registry database: engine set-up and schema migrations.
+"""The product database: engine set-up and schema migrations.
 
 SQLite (the default, one file under ``AIMASS_HOME``) runs in WAL mode with a
 busy timeout so several processes can register at once; PostgreSQL is used
@@ -27,7 +27,7 @@ __all__ = ["HEAD_REVISION", "SqlStore", "open_engine"]
 # an up-to-date database open without importing Alembic (most of a CLI call's start-up).
 HEAD_REVISION = "0003"
 
-_MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATIONS = Path(__file__).parents[1] / "migrations"
 # Any fixed number works; it only has to be the same in every aimass process.
 _PG_MIGRATION_LOCK = 0x41494D41
 
@@ -108,10 +108,10 @@ def _upgrade(engine: Engine, config: Any) -> None:
 
 
 class SqlStore:
-    """Tables on the registry's engine, with one way to run a transaction.
+    """Tables on the product database, with one way to run a transaction.
 
     The registry's metadata, API keys, the audit log and training runs all
-    live in the one registry database; each store subclasses this.
+    live in the one database; each store subclasses this.
     """
 
     def __init__(self, engine: Engine) -> None:

@@ -1,43 +1,42 @@
 """The gateway as an ASGI layer around the whole app (the infer fast path included).
 
-Per request: classify the path, authenticate the key, check its role and
-model scope, take from its rate limit and quota, then call the app under the
-request deadline, adding ``X-RateLimit-*`` headers, and record management
-actions in the audit log. While no key is required (``enabled="auto"`` with
-no keys, or ``"off"``) only the deadline applies: a clock read and a dict
-insert and delete (:mod:`aimass.gateway.deadline`), about a microsecond.
+Per request: find its route in the route table, authenticate the key, check
+its role and model scope, take from its rate limit and quota, then call the
+app under the request deadline, adding ``X-RateLimit-*`` headers, and record
+management actions in the audit log. While no key is required
+(``enabled="auto"`` with no keys, or ``"off"``) only the deadline applies: a
+clock read and a dict insert and delete (:mod:`aimass.http.deadline`), about
+a microsecond. The deadline runs in this layer rather than one of its own
+because every ASGI layer a request crosses costs about a microsecond.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aimass.contract.request import Caller
 from aimass.errors import AimassError, ErrorCode
-from aimass.gateway.deadline import Deadlines
 from aimass.gateway.gateway import Gateway, key_from_headers
 from aimass.gateway.keys import ApiKey
 from aimass.gateway.ratelimit import Decision
-from aimass.gateway.roles import Requirement, classify, in_scope
-from aimass.server.body import read_body
-from aimass.server.errors import Protocol, error_response, request_id
+from aimass.gateway.scope import in_scope
+from aimass.http.body import read_body
+from aimass.http.caller import CALLER
+from aimass.http.deadline import Deadlines
+from aimass.http.errors import error_response, request_id
+from aimass.http.routes import Listing, Route, RouteTable
+from aimass.roles import Role
 
-__all__ = ["KEY_SCOPE", "GatewayLayer"]
-
-KEY_SCOPE = "aimass.key"
-"""Where the layer leaves the caller's :class:`~aimass.gateway.keys.ApiKey` in the ASGI scope."""
+__all__ = ["GatewayLayer", "required"]
 
 logger = logging.getLogger("aimass.gateway")
-
-
-def _protocol(path: str) -> Protocol:
-    return Protocol.OPENAI if path.startswith("/v1/") else Protocol.OIP
 
 
 def _source(scope: Scope) -> str:
@@ -48,9 +47,12 @@ def _source(scope: Scope) -> str:
 class GatewayLayer:
     """Admits each HTTP request through a :class:`Gateway` before ``app`` sees it."""
 
-    def __init__(self, app: ASGIApp, gateway: Gateway, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, gateway: Gateway, routes: RouteTable, *, max_body_bytes: int
+    ) -> None:
         self.app = app
         self.gateway = gateway
+        self.routes = routes
         self.max_body_bytes = max_body_bytes
         self.timeout = gateway.settings.request_timeout_s
         self.deadlines = Deadlines(self.timeout)
@@ -70,13 +72,14 @@ class GatewayLayer:
             if table is None:
                 table = await gateway.table()
             if gateway.enforcing():
-                requirement = classify(scope["method"], scope["path"])
-                if requirement.role is not None:
-                    admitted = await self._admit(scope, receive, send, table, requirement)
+                method = scope["method"]
+                role, route, params = required(self.routes, method, scope["path"])
+                if role is not None:
+                    admitted = await self._admit(scope, receive, send, table, role, route, params)
                     if admitted is None:
                         return  # refused, and answered
                     key, scope, receive, send = admitted
-                    management = requirement.management
+                    management = _audited(route, method)
         # The deadline is run here rather than in a helper coroutine: this is
         # every request's path, and each coroutine frame costs about a microsecond.
         watched = _Watched(send)
@@ -104,7 +107,9 @@ class GatewayLayer:
         receive: Receive,
         send: Send,
         table: dict[str, ApiKey],
-        requirement: Requirement,
+        role: Role,
+        route: Route | None,
+        params: dict[str, str],
     ) -> tuple[ApiKey, Scope, Receive, Send] | None:
         """The caller's key and the scope, receive and send to run with.
 
@@ -113,11 +118,12 @@ class GatewayLayer:
         gateway = self.gateway
         key: ApiKey | None = None
         decision: Decision | None = None
+        management = _audited(route, scope["method"])
         try:
             key = gateway.authenticate(table, key_from_headers(scope["headers"]))
-            gateway.authorize(key, requirement)
-            model = requirement.model
-            if requirement.model_in_body and key.models:
+            gateway.authorize(key, role)
+            model = None if route is None or route.model is None else params.get(route.model)
+            if route is not None and route.model_in_body and key.models:
                 model, scope, receive = await self._body_model(scope, receive)
             if model is not None and not in_scope(key.models, model):
                 raise AimassError(
@@ -132,13 +138,13 @@ class GatewayLayer:
                 )
         except AimassError as exc:
             await self._refuse(exc, scope, receive, send, decision)
-            if key is not None and requirement.management:
+            if key is not None and management:
                 await self._audit(key, scope, exc.spec.http_status)
             return None
-        scope[KEY_SCOPE] = key
+        scope[CALLER] = Caller(key.id, key.role)
         if decision is not None and decision.enforced:
             send = _with_headers(send, decision.headers())
-        listing = _LISTINGS.get((scope["method"], scope["path"]))
+        listing = None if route is None else route.listing
         if key.models and listing is not None:
             scope, send = _filtered_listing(scope, send, key.models, listing)
         return key, scope, receive, send
@@ -151,7 +157,8 @@ class GatewayLayer:
         send: Send,
         decision: Decision | None,
     ) -> None:
-        response = error_response(exc, _protocol(scope["path"]), request_id(scope["headers"]))
+        protocol = self.routes.protocol_for(scope["path"])
+        response = error_response(exc, protocol, request_id(scope["headers"]))
         if exc.code is ErrorCode.UNAUTHENTICATED:
             response.headers["www-authenticate"] = 'Bearer realm="aimass"'
         if decision is not None and decision.enforced:
@@ -200,9 +207,29 @@ class GatewayLayer:
             logger.warning("%s %s passed its deadline mid-response", scope["method"], scope["path"])
             return watched.status
         error = AimassError(ErrorCode.TIMEOUT, f"the request took longer than {self.timeout:g}s")
-        response = error_response(error, _protocol(scope["path"]), request_id(scope["headers"]))
+        protocol = self.routes.protocol_for(scope["path"])
+        response = error_response(error, protocol, request_id(scope["headers"]))
         await response(scope, receive, send)
         return response.status_code
+
+
+def required(
+    routes: RouteTable, method: str, path: str
+) -> tuple[Role | None, Route | None, dict[str, str]]:
+    """The role ``method path`` needs (None: open), its route and its path parameters.
+
+    A path no route declares needs admin: an endpoint is never open by omission.
+    """
+    matched = routes.match(method, path)
+    if matched is None:
+        return Role.ADMIN, None, {}
+    route, params = matched
+    return route.role, route, params
+
+
+def _audited(route: Route | None, method: str) -> bool:
+    """Whether a request is a management action: its route says, else any change is one."""
+    return route.management if route is not None else method not in ("GET", "HEAD")
 
 
 class _Watched:
@@ -235,20 +262,8 @@ def _with_headers(send: Send, headers: dict[str, str]) -> Send:
     return sending
 
 
-_Listing = Callable[[Any, Callable[[str], bool]], Any]
-
-# Endpoints that list models, and how to keep only the entries a scope allows.
-_LISTINGS: dict[tuple[str, str], _Listing] = {
-    ("GET", "/v1/models"): lambda doc, keep: {
-        **doc,
-        "data": [m for m in doc["data"] if keep(m["id"])],
-    },
-    ("POST", "/v2/repository/index"): lambda doc, keep: [m for m in doc if keep(m["name"])],
-}
-
-
 def _filtered_listing(
-    scope: Scope, send: Send, patterns: tuple[str, ...], listing: _Listing
+    scope: Scope, send: Send, patterns: tuple[str, ...], listing: Listing
 ) -> tuple[Scope, Send]:
     """A model listing, for a scoped key, shows only the models in its scope."""
     headers = [(n, v) for n, v in scope["headers"] if n != b"accept-encoding"]

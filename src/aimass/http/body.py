@@ -19,12 +19,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Send
 
+from aimass.codecs import parse_json_object
 from aimass.errors import AimassError, ErrorCode
 
 __all__ = [
     "JSON",
     "json_response",
     "read_body",
+    "read_json_object",
     "receive_body",
     "send_success",
     "success_response",
@@ -47,6 +49,12 @@ def _too_large(limit: int) -> AimassError:
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, decompressed per ``Content-Encoding``, at most ``max_bytes``."""
     return await receive_body(request.receive, request.scope["headers"], max_bytes)
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object; INVALID_INPUT if it is not one."""
+    document: dict[str, Any] = parse_json_object(await read_body(request, max_bytes))
+    return document
 
 
 async def receive_body(

@@ -2,10 +2,11 @@
 
 OIP bodies are ``{"error": "..."}``; OpenAI bodies are ``{"error": {"message",
 "type", "param", "code"}}``. The status, the OpenAI type and whether to send
-``Retry-After`` all come from :data:`aimass.errors.CATALOG`. Anything that is
-not an :class:`AimassError` is a bug: it is logged with its traceback and a
-request id, and the client gets a public message quoting that id. Endpoints
-are wrapped by :func:`guarded`, so no exception ever reaches the ASGI server.
+``Retry-After`` all come from :data:`aimass.errors.CATALOG`. A 5xx body says
+only the catalog's public message and the request id; the log gets the rest.
+Anything that is not an :class:`AimassError` is a bug: it is logged with its
+traceback and the request id, and the client gets a public message quoting
+that id.
 """
 
 from __future__ import annotations
@@ -16,26 +17,21 @@ from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
 
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from aimass.errors import AimassError, ErrorCode
-from aimass.server.body import json_response
+from aimass.http.body import json_response
 
 __all__ = [
-    "Endpoint",
     "Protocol",
     "error_response",
     "failure_response",
-    "guarded",
-    "http_exception_handler",
     "request_id",
+    "routing_error_handler",
 ]
 
 logger = logging.getLogger("aimass.server")
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-"""A Starlette endpoint: a request in, a response out."""
 
 _STATUS_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
 
@@ -58,7 +54,7 @@ def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
 def error_response(exc: AimassError, protocol: Protocol, rid: str) -> Response:
     """The response for ``exc`` in ``protocol``'s body shape."""
     spec = exc.spec
-    message = exc.message
+    message = exc.public_message
     if spec.http_status >= 500:
         message = f"{message} (request id {rid})"
     headers = {"x-request-id": rid}
@@ -80,49 +76,38 @@ def error_response(exc: AimassError, protocol: Protocol, rid: str) -> Response:
     return json_response(body, spec.http_status, headers)
 
 
-def _internal(exc: BaseException, rid: str) -> AimassError:
-    logger.error("request %s failed", rid, exc_info=exc)
-    return AimassError(ErrorCode.INTERNAL, "internal server error")
-
-
 def failure_response(exc: Exception, protocol: Protocol, rid: str) -> Response:
     """The response for whatever an endpoint raised: its own error, or a logged INTERNAL."""
     if not isinstance(exc, AimassError):
-        return error_response(_internal(exc, rid), protocol, rid)
-    if exc.spec.http_status >= 500 and not exc.spec.retryable:
+        logger.error("request %s failed", rid, exc_info=exc)
+        exc = AimassError(ErrorCode.INTERNAL, "internal server error")
+    elif exc.spec.http_status >= 500 and not exc.spec.retryable:
         logger.warning("request %s: %s", rid, exc.message)
     return error_response(exc, protocol, rid)
 
 
-def guarded(endpoint: Endpoint, protocol: Protocol) -> Endpoint:
-    """``endpoint`` with every exception turned into ``protocol``'s error response."""
+def routing_error_handler(
+    protocol_for: Callable[[str], Protocol],
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """Starlette's handler of routing failures (no such path, wrong method), per path's protocol."""
 
-    async def handle(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except ClientDisconnect:
-            return Response(status_code=499)
-        except Exception as exc:
-            return failure_response(exc, protocol, request_id(request.scope["headers"]))
+    async def handle(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        rid = request_id(request.scope["headers"])
+        protocol = protocol_for(path)
+        if not isinstance(exc, HTTPException):
+            return failure_response(exc, protocol, rid)
+        method = request.method
+        code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_INPUT)
+        if code is ErrorCode.NOT_FOUND:
+            error = AimassError(code, f"no route {method} {path}")
+        elif code is ErrorCode.METHOD_NOT_ALLOWED:
+            allow = (exc.headers or {}).get("Allow", "")
+            error = AimassError(
+                code, f"{method} is not allowed on {path}; use {allow}", allow=allow
+            )
+        else:
+            error = AimassError(code, str(exc.detail))
+        return error_response(error, protocol, rid)
 
-    handle.__name__ = getattr(endpoint, "__name__", "endpoint")
-    handle.__doc__ = endpoint.__doc__
     return handle
-
-
-async def http_exception_handler(request: Request, exc: Exception) -> Response:
-    """Routing failures (no such path, wrong method) in the body shape of the path's protocol."""
-    protocol = Protocol.OPENAI if request.url.path.startswith("/v1/") else Protocol.OIP
-    rid = request_id(request.scope["headers"])
-    if not isinstance(exc, HTTPException):
-        return error_response(_internal(exc, rid), protocol, rid)
-    method, path = request.method, request.url.path
-    code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_INPUT)
-    if code is ErrorCode.NOT_FOUND:
-        error = AimassError(code, f"no route {method} {path}")
-    elif code is ErrorCode.METHOD_NOT_ALLOWED:
-        allow = (exc.headers or {}).get("Allow", "")
-        error = AimassError(code, f"{method} is not allowed on {path}; use {allow}", allow=allow)
-    else:
-        error = AimassError(code, str(exc.detail))
-    return error_response(error, protocol, rid)

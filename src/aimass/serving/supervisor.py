@@ -1,41 +1,13 @@
-"""Pre-fork worker processes that share one listening socket and one copy of the models.
+"""A supervisor of pre-fork worker processes that share one listening socket.
 
-:class:`SharedModels` loads the start-up models in the supervisor, *before*
-it forks (what gunicorn calls ``--preload``). Each worker then builds its
-:class:`~aimass.serving.engine.Engine` around those objects
-(``Engine(..., preloaded=shared.models)``), so the weights — numpy arrays,
-torch tensors, onnxruntime sessions — are the supervisor's pages, shared
-copy-on-write and never written, and memory does not multiply by workers.
-``gc.freeze()`` before forking keeps the collector from touching (and so
-copying) the pages of the objects that hold them.
-
-Forking a process that has started threads is only safe if the libraries
-that own those threads expect it, so loading before a fork is done with care:
-
-* torch runs its intra-op work on an OpenMP pool that a forked child
-  inherits as a pool of threads that do not exist: the child's first
-  parallel op hangs. The supervisor therefore sets torch to one thread
-  before loading (so the pool is never started) and each worker restores
-  ``max(1, threads // workers)`` after the fork, where it starts its own pool.
-* onnxruntime sessions with one intra-op thread (the aimass default) start
-  no threads; a model saved with more, or a torch model that sets its own
-  thread count, would start them in the supervisor, so such a model is not
-  loaded before the fork: each worker loads its own copy, and it is logged.
-* tqdm's monitor thread (started by transformers' progress bars) is stopped
-  before forking so no lock it holds is copied into a worker.
-* numpy's OpenBLAS and jemalloc threads are fork-aware (they register
-  ``pthread_atfork`` handlers) and need nothing.
-* every worker re-seeds numpy's and torch's global generators, which a fork
-  would otherwise copy into every worker identically.
-
-:class:`WorkerPool` is the supervisor: it forks ``workers`` processes that
-each run a callable (typically a uvicorn server on the socket the supervisor
-bound), replaces one that dies (backing off if it keeps dying at start-up),
-and on SIGTERM or SIGINT forwards SIGTERM to every worker and waits for them
-to drain; a second signal kills them. It knows nothing of HTTP. Workers run
-in their own process group (a terminal's Ctrl-C reaches only the supervisor,
-which stops them in order) and, on Linux, receive SIGTERM if the supervisor
-dies, so no worker outlives it.
+:class:`WorkerPool` forks ``workers`` processes that each run a callable
+(typically a uvicorn server on the socket the supervisor bound), replaces one
+that dies (backing off if it keeps dying at start-up), and on SIGTERM or
+SIGINT forwards SIGTERM to every worker and waits for them to drain; a second
+signal kills them. It knows nothing of HTTP or models (what the workers share
+is :mod:`aimass.serving.prefork`'s). Workers run in their own process group (a
+terminal's Ctrl-C reaches only the supervisor, which stops them in order)
+and, on Linux, receive SIGTERM if the supervisor dies, so no worker outlives it.
 """
 
 from __future__ import annotations
@@ -43,151 +15,26 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import gc
-import importlib.util
 import logging
 import os
 import select
 import signal
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from aimass.errors import AimassError
-from aimass.registry.records import VersionInfo
-from aimass.registry.registry import Registry
-from aimass.runtimes.model import LoadedModel
-from aimass.serving.resolver import split_ref
-
-__all__ = ["SharedModels", "WorkerPool"]
+__all__ = ["RunWorker", "WorkerPool"]
 
 _log = logging.getLogger(__name__)
 
 RunWorker = Callable[[int], int]
 """Runs one worker in the forked process, given its slot number; returns its exit code."""
 
-_TORCH_RUNTIMES = frozenset({"torch", "transformers"})
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _PR_SET_PDEATHSIG = 1
-
-
-class SharedModels:
-    """Models loaded in the supervisor before it forks, shared by every worker it forks."""
-
-    def __init__(
-        self, models: Sequence[tuple[VersionInfo, LoadedModel]], *, torch_threads: int | None
-    ) -> None:
-        self.models = list(models)
-        self._torch_threads = torch_threads
-
-    @classmethod
-    def load(cls, registry: Registry, refs: Sequence[str], *, workers: int) -> SharedModels:
-        """Load ``refs`` now, in a way that is safe to fork afterwards.
-
-        A reference that fails to resolve or load is logged and left out
-        (each worker then tries it again, and shows it UNAVAILABLE if it
-        fails there too): one bad model never stops the server. Models that
-        cannot be loaded before a fork (see the module docstring) are left
-        out too, for the workers to load themselves. Call it once, from the
-        process that will fork, with no other threads of its own running.
-        """
-        models: list[tuple[VersionInfo, LoadedModel]] = []
-        torch_threads: int | None = None
-        for ref in refs:
-            try:
-                name, version, alias = split_ref(ref)
-                info = registry.get_version(name, version, alias=alias)
-            except AimassError as exc:
-                _log.warning("could not preload model %s: %s", ref, exc.message)
-                continue
-            unsafe = _fork_unsafe(info)
-            if unsafe:
-                _log.warning("model %s is loaded by each worker, not shared: %s", info.ref, unsafe)
-                continue
-            # A torch model served by its ONNX plan never imports torch; one
-            # without a plan must keep torch's pool from starting before the fork.
-            torch_backed = info.manifest.runtime in _TORCH_RUNTIMES
-            planned = torch_backed and _plan_serves(info)
-            if torch_backed and not planned and torch_threads is None:
-                torch_threads = _single_threaded_torch(workers)
-            try:
-                loaded = registry.load(info.model, info.version)
-                if planned and getattr(loaded.runtime, "plan", None) is None:
-                    # The plan did not open and torch loaded the module instead.
-                    _log.warning("model %s is served by torch, not its ONNX plan", info.ref)
-                    if torch_threads is None:
-                        torch_threads = _single_threaded_torch(workers)
-                models.append((info, loaded))
-            except AimassError as exc:
-                _log.warning("could not preload model %s: %s", info.ref, exc.message)
-            except Exception:
-                _log.exception("could not preload model %s", info.ref)
-        _stop_tqdm_monitors()
-        others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-        if others:
-            _log.warning("threads %s are running before the fork; workers may deadlock", others)
-        # Objects that exist now are shared with the workers; keeping the
-        # collector away from them keeps their pages shared.
-        gc.collect()
-        gc.freeze()
-        return cls(models, torch_threads=torch_threads)
-
-    def after_fork(self) -> None:
-        """Prepare a freshly forked worker: its torch threads and its own random seeds."""
-        if "numpy" in sys.modules:
-            import numpy as np
-
-            # The legacy global generator is the state a fork copies.
-            np.random.seed()
-        if "torch" in sys.modules:
-            import torch
-
-            torch.seed()
-            if self._torch_threads is not None:
-                torch.set_num_threads(self._torch_threads)
-
-
-def _fork_unsafe(info: VersionInfo) -> str:
-    """Why the version cannot be loaded before a fork, or ``""`` if it can."""
-    manifest = info.manifest
-    if manifest.runtime == "onnx" and int(manifest.options.get("intra_op_threads", 1)) > 1:
-        return "its onnxruntime session starts a thread pool, which does not survive a fork"
-    if manifest.runtime == "torch" and manifest.options.get("threads") not in (None, 1):
-        return "it sets torch's thread count, which starts a pool that does not survive a fork"
-    return ""
-
-
-def _plan_serves(info: VersionInfo) -> bool:
-    """Whether the version has an ONNX serving plan that onnxruntime, installed here, can run."""
-    return (
-        "onnx_plan" in info.manifest.options and importlib.util.find_spec("onnxruntime") is not None
-    )
-
-
-def _single_threaded_torch(workers: int) -> int | None:
-    """Keep torch's OpenMP pool from starting here; the thread count for each worker."""
-    try:
-        import torch
-    except ImportError:  # the load will report the missing extra
-        return None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    # Workers share the CPUs: without a split, each would start a full pool.
-    return max(1, threads // workers)
-
-
-def _stop_tqdm_monitors() -> None:
-    if "tqdm" not in sys.modules:
-        return
-    from tqdm import TMonitor
-
-    for thread in threading.enumerate():
-        if isinstance(thread, TMonitor):
-            thread.exit()  # tqdm starts a new one when a later bar needs it
 
 
 @dataclass

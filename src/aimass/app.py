@@ -1,0 +1,144 @@
+"""The composition root: settings in, the whole ASGI server out.
+
+:func:`create_app` assembles, from what it is given and the settings for the
+rest: the engine (:func:`~aimass.serving.factory.build_engine`), the gateway,
+every protocol adapter's routes in one :class:`~aimass.http.routes.RouteTable`,
+and the stack a request crosses::
+
+    CORS (when origins are set) → gateway layer (keys, limits, deadline)
+        → fast path (infer) → Starlette router → endpoint
+
+There is no module-level app: the CLI (or a test) builds settings and a
+registry and passes them in. The app's lifespan starts the engine (loading
+the start-up models) and, on shutdown, closes it so that requests in flight
+finish before the models are released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
+
+from aimass.codecs import RequestLimits
+from aimass.codecs.schema import SCHEMAS as OIP_WIRE
+from aimass.gateway import admin
+from aimass.gateway.admin import AdminRoutes
+from aimass.gateway.gateway import Gateway
+from aimass.gateway.layer import GatewayLayer
+from aimass.http.errors import routing_error_handler
+from aimass.http.routes import FastPath, RouteTable
+from aimass.lifecycle.runs import RunStore
+from aimass.registry.registry import Registry
+from aimass.server import oip, openai, runs
+from aimass.server.identity import WorkerHeader
+from aimass.server.oip import OipRoutes
+from aimass.server.openai import OpenAIRoutes
+from aimass.server.openapi import OpenApi
+from aimass.server.runs import RunRoutes
+from aimass.serving.engine import Engine
+from aimass.serving.factory import build_engine
+from aimass.settings import Settings
+
+__all__ = ["create_app", "route_table"]
+
+# Response headers a browser page may read across origins.
+_EXPOSED = (
+    "retry-after",
+    "x-request-id",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+)
+
+
+def _version() -> str:
+    try:
+        return version("aimass")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def route_table(
+    settings: Settings, *, engine: Engine, registry: Registry, gateway: Gateway
+) -> RouteTable:
+    """Every route the server answers, from every adapter, with the schemas they describe."""
+    server_version = _version()
+    limits = RequestLimits(settings.gateway.max_tensor_elements, settings.gateway.max_string_bytes)
+    document = OpenApi(server_version, gateway)
+    table = RouteTable(
+        [
+            *OipRoutes(engine, settings.server, server_version, limits).routes(),
+            *OpenAIRoutes(engine, settings.server, limits).routes(),
+            *RunRoutes(RunStore(registry.database)).routes(),
+            *AdminRoutes(gateway).routes(),
+            document.route(),
+        ],
+        {**OIP_WIRE, **oip.SCHEMAS, **openai.SCHEMAS, **runs.SCHEMAS, **admin.SCHEMAS},
+    )
+    document.bind(table)
+    return table
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: Registry,
+    engine: Engine | None = None,
+    gateway: Gateway | None = None,
+    preload: Sequence[str] | None = None,
+    manage_engine: bool = True,
+    worker_header: bool = False,
+) -> ASGIApp:
+    """The aimass HTTP server: OIP REST, OpenAI-compatible endpoints, runs, admin, OpenAPI.
+
+    ``engine`` and ``gateway`` default to the ones the settings describe over
+    ``registry``. With ``manage_engine`` (the default) the lifespan starts the
+    engine, loading ``preload`` (default: ``settings.server.models``), and
+    closes it and the gateway at shutdown; pass ``False`` when the caller owns
+    them. ``worker_header`` names the answering process in every response.
+    """
+    engine = engine or build_engine(registry, settings.serving)
+    gateway = gateway or Gateway.from_settings(settings, registry.database)
+    table = route_table(settings, engine=engine, registry=registry, gateway=gateway)
+    startup = list(settings.server.models if preload is None else preload)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not manage_engine:
+            yield
+            return
+        await engine.start(startup)
+        try:
+            yield
+        finally:
+            await engine.close()
+            await gateway.close()
+
+    router = Starlette(
+        routes=table.starlette_routes(),
+        exception_handlers={HTTPException: routing_error_handler(table.protocol_for)},
+        lifespan=lifespan,
+    )
+    app: ASGIApp = GatewayLayer(
+        FastPath(router, table), gateway, table, max_body_bytes=settings.server.max_body_bytes
+    )
+    origins = settings.gateway.cors_origins
+    if origins:
+        app = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=sorted({route.method for route in table.routes} | {"OPTIONS"}),
+            allow_headers=["authorization", "x-api-key", "content-type", "x-request-id"],
+            allow_credentials=settings.gateway.cors_allow_credentials,
+            expose_headers=[*_EXPOSED],
+            max_age=600,
+        )
+    if worker_header:
+        app = WorkerHeader(app)
+    return app

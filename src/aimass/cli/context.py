@@ -1,0 +1,52 @@
+"""What every command of one ``aimass`` call shares: its settings, built once, and the registry.
+
+The root callback (:mod:`aimass.cli.app`) makes one :class:`CliContext` from
+``--config`` (or ``AIMASS_CONFIG``) and the environment; commands take it from
+their ``typer.Context``. The settings are built on first use and the registry
+is opened on first use, then closed when the command ends.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import typer
+
+from aimass.registry import Registry
+from aimass.settings import Settings, load_settings
+
+__all__ = ["CliContext", "state"]
+
+
+class CliContext:
+    """The settings and the registry of one CLI call."""
+
+    def __init__(self, config: Path | None) -> None:
+        self.config = config
+        self._registry: Registry | None = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The settings: the config file, then the environment."""
+        return load_settings(self.config)
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the settings describe, opened on first use."""
+        if self._registry is None:
+            self._registry = Registry.from_settings(self.settings)
+        return self._registry
+
+    def close(self) -> None:
+        """Close the registry, if it was opened."""
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+
+def state(ctx: typer.Context) -> CliContext:
+    """The call's :class:`CliContext`, made by the root callback."""
+    found = ctx.find_root().obj
+    assert isinstance(found, CliContext), "the root callback makes the CLI context"
+    return found

@@ -1,0 +1,105 @@
+"""The OIP wire format as JSON schemas, for ``/openapi.json``.
+
+The routes parse raw bytes with orjson (:mod:`aimass.codecs.request`) rather
+than through request models, which would cost more than the model call for
+small models; these schemas say, for readers and client generators, what that
+decoder accepts and what :mod:`aimass.codecs.response` writes. What no schema
+can say (``data`` must hold as many elements as ``shape`` multiplies to, of the
+datatype's kind) the decoder checks and answers 400 for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aimass.contract.signature import Datatype
+
+__all__ = ["SCHEMAS"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+
+SCHEMAS: dict[str, Any] = {
+    "Datatype": {"type": "string", "enum": [d.value for d in Datatype]},
+    "TensorMetadata": {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": _ref("Datatype"),
+            "shape": {"type": "array", "items": {"type": "integer"}},
+        },
+    },
+    "RequestInput": {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "description": "Either `data` (flat or nested, row-major; BYTES as strings) or "
+        "`parameters.binary_data_size` with the raw bytes after the JSON header.",
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "datatype": _ref("Datatype"),
+            "shape": _SHAPE,
+            "parameters": {
+                "type": "object",
+                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+            },
+            "data": {"type": "array", "items": {}},
+        },
+    },
+    "RequestOutput": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string"},
+            "parameters": {
+                "type": "object",
+                "properties": {"binary_data": {"type": "boolean"}},
+            },
+        },
+    },
+    "InferenceRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "binary_data_output": {"type": "boolean"},
+                    "timeout": {"type": "integer", "minimum": 1, "description": "microseconds"},
+                },
+            },
+            "inputs": {"type": "array", "items": _ref("RequestInput"), "minItems": 1},
+            "outputs": {"type": "array", "items": _ref("RequestOutput")},
+        },
+    },
+    "ResponseOutput": {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": _ref("Datatype"),
+            "shape": _SHAPE,
+            "parameters": {
+                "type": "object",
+                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+            },
+            "data": {"type": "array", "items": {}},
+        },
+    },
+    "InferenceResponse": {
+        "type": "object",
+        "required": ["model_name", "model_version", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": _ref("ResponseOutput")},
+        },
+    },
+}
+"""The OIP wire format's component schemas, by name."""
