@@ -9,8 +9,9 @@ PIP = $(VENV)/bin/pip install --quiet --constraint constraints.txt
 serve: $(VENV)/.installed-all
 	$(VENV)/bin/aimass serve --demo
 
+# Coverage counts the CLI and server subprocesses too; their data files go beside this one.
 test: $(VENV)/.installed-dev lint
-	$(VENV)/bin/pytest
+	COVERAGE_FILE=$(CURDIR)/.coverage $(VENV)/bin/pytest --cov
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests bench

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aimass.testing.server import serve_in_process
@@ -79,6 +80,9 @@ def test_serve_tour_runs(env: dict[str, str], tmp_path: Path) -> None:
     assert args[:2] == ["aimass", "serve"]
     clients = _tour_block("python", "tritonclient")
     with serve_in_process(args[2:], env=env) as served:
+        # Ready means the demo models are loaded, not merely registered.
+        loaded = httpx.post(f"{served.url}/v2/repository/index", json={"ready": True}).json()
+        assert {entry["name"] for entry in loaded} == {"iris", "digits-mlp", "iris-onnx", "minilm"}
         address = served.url.removeprefix("http://")
         done = subprocess.run(
             ["bash", "-c", curl.replace("localhost:8000", address)],

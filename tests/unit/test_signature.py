@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -28,7 +30,7 @@ def test_sample_batch_dimension_becomes_variable() -> None:
 SIG = Signature(inputs=(TensorSpec(name="x", datatype=Datatype.FP32, shape=(-1, 4)),))
 
 
-def _invalid(inputs: dict[str, np.ndarray]) -> str:  # type: ignore[type-arg]
+def _invalid(inputs: dict[str, np.ndarray[Any, Any]]) -> str:
     with pytest.raises(AimassError) as err:
         SIG.validate_inputs(inputs)
     assert err.value.code is ErrorCode.INVALID_INPUT

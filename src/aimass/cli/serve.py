@@ -32,6 +32,7 @@ from aimass.settings import Settings, load_settings
 if TYPE_CHECKING:
     import uvicorn
 
+    from aimass.gateway.ratelimit import Limiter
     from aimass.registry import Registry
     from aimass.registry.records import VersionInfo
     from aimass.runtimes.model import LoadedModel
@@ -174,17 +175,20 @@ def _server(
     preload: Sequence[str],
     *,
     preloaded: Sequence[tuple[VersionInfo, LoadedModel]] = (),
+    limiter: Limiter | None = None,
     worker_header: bool = False,
 ) -> uvicorn.Server:
     import uvicorn
 
     from aimass.app import create_app
+    from aimass.gateway.gateway import Gateway
     from aimass.serving.factory import build_engine
 
     app = create_app(
         settings,
         registry=registry,
         engine=build_engine(registry, settings.serving, preloaded=preloaded),
+        gateway=Gateway.from_settings(settings, registry.database, limiter=limiter),
         preload=preload,
         worker_header=worker_header,
     )
@@ -218,6 +222,7 @@ def _supervise(
     on_started: Callable[[], object],
 ) -> int:
     """Load the start-up models once, then fork workers that share them and the socket."""
+    from aimass.gateway.ratelimit import MemoryLimiter
     from aimass.registry import Registry
     from aimass.serving.backend import keep_out_of_collections
     from aimass.serving.prefork import SharedModels
@@ -232,6 +237,8 @@ def _supervise(
     import aimass.app  # noqa: F401
 
     shared = SharedModels.load(registry, preload, workers=workers)
+    # Made before the fork, so that every worker takes from the same counts.
+    limiter = MemoryLimiter() if settings.gateway.rate_limit_backend == "memory" else None
     # Connections must not cross a fork: each worker opens its own registry.
     registry.close()
     keep_out_of_collections()
@@ -241,7 +248,13 @@ def _supervise(
         own = Registry.from_settings(settings)
         try:
             server = _server(
-                settings, own, tls, preload, preloaded=shared.models, worker_header=True
+                settings,
+                own,
+                tls,
+                preload,
+                preloaded=shared.models,
+                limiter=limiter,
+                worker_header=True,
             )
             _run(server, sock)
         finally:

@@ -22,6 +22,17 @@ def _ref(name: str) -> dict[str, str]:
 
 
 _SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+# An input whose bytes follow the JSON header: a non-null binary_data_size.
+_BINARY_SIZED = {
+    "required": ["parameters"],
+    "properties": {
+        "parameters": {
+            "type": "object",
+            "required": ["binary_data_size"],
+            "properties": {"binary_data_size": {"type": "integer"}},
+        }
+    },
+}
 
 SCHEMAS: dict[str, Any] = {
     "Datatype": {"type": "string", "enum": [d.value for d in Datatype]},
@@ -37,18 +48,23 @@ SCHEMAS: dict[str, Any] = {
     "RequestInput": {
         "type": "object",
         "required": ["name", "datatype", "shape"],
-        "description": "Either `data` (flat or nested, row-major; BYTES as strings) or "
-        "`parameters.binary_data_size` with the raw bytes after the JSON header.",
+        "description": "Either `data` (flat or nested, row-major, as many elements as the shape "
+        "multiplies to; BYTES as strings) or `parameters.binary_data_size` with the raw bytes "
+        "after the JSON header. What the model takes is its metadata's: GET /v2/models/{name}.",
         "properties": {
             "name": {"type": "string", "minLength": 1},
             "datatype": _ref("Datatype"),
             "shape": _SHAPE,
             "parameters": {
-                "type": "object",
-                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                "type": ["object", "null"],
+                "properties": {"binary_data_size": {"type": ["integer", "null"], "minimum": 0}},
             },
             "data": {"type": "array", "items": {}},
         },
+        "oneOf": [
+            {"required": ["data"], "not": _BINARY_SIZED},
+            {**_BINARY_SIZED, "not": {"required": ["data"]}},
+        ],
     },
     "RequestOutput": {
         "type": "object",
@@ -56,8 +72,9 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string"},
             "parameters": {
-                "type": "object",
+                "type": ["object", "null"],
                 "properties": {"binary_data": {"type": "boolean"}},
+                "not": {"required": ["classification"]},
             },
         },
     },
@@ -65,16 +82,20 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["inputs"],
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": ["string", "null"]},
             "parameters": {
-                "type": "object",
+                "type": ["object", "null"],
                 "properties": {
                     "binary_data_output": {"type": "boolean"},
-                    "timeout": {"type": "integer", "minimum": 1, "description": "microseconds"},
+                    "timeout": {
+                        "type": ["integer", "null"],
+                        "minimum": 1,
+                        "description": "microseconds",
+                    },
                 },
             },
             "inputs": {"type": "array", "items": _ref("RequestInput"), "minItems": 1},
-            "outputs": {"type": "array", "items": _ref("RequestOutput")},
+            "outputs": {"type": ["array", "null"], "items": _ref("RequestOutput")},
         },
     },
     "ResponseOutput": {

@@ -33,11 +33,11 @@ class ModelRef(NamedTuple):
 
     @classmethod
     def parse(cls, text: str, version: int | None = None) -> ModelRef:
-        """The reference ``text`` names, with an explicit ``version`` given beside it.
+        """The reference ``text`` names, or the model ``text`` at an explicit ``version``.
 
         INVALID_INPUT when the version after ``:`` is not a number in range,
-        when ``version`` contradicts the reference, or when it is given with an
-        alias.
+        or when ``version`` is given beside a reference that names a version
+        or an alias already.
         """
         name, alias, number = text, None, None
         if "@" in text:
@@ -52,14 +52,11 @@ class ModelRef(NamedTuple):
             number = int(digits)
         if version is None:
             return cls(name, number, alias)
-        if alias is not None:
+        if alias is not None or number is not None:
             raise AimassError(
                 ErrorCode.INVALID_INPUT,
-                f"'{text}' names an alias; do not also give version {version}",
-            )
-        if number is not None and number != version:
-            raise AimassError(
-                ErrorCode.INVALID_INPUT, f"'{text}' and version {version} name different versions"
+                f"'{text}' names {'a version' if alias is None else 'an alias'} already; "
+                f"give the model's name with version {version}",
             )
         return cls(name, version, None)
 

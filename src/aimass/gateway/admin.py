@@ -61,20 +61,23 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
             },
-            "rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9},
-            "burst": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
+            "rate": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1e9},
+            "burst": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000_000},
             "per_model": {"type": "boolean"},
             "quota": {
-                "type": "string",
+                "type": ["string", "null"],
                 "pattern": "^0*[1-9][0-9]{0,8}/(day|month)$",
                 "description": "requests per calendar day or month (UTC): 1000/day",
             },
             "expires": {
-                "type": "string",
-                "pattern": "^0*[1-9][0-9]{0,5}[smhdw]$",
+                "type": ["string", "null"],
+                "pattern": "^0*[1-9][0-9]{0,4}[smhdw]$",
                 "description": "a duration from now: 30d, 12h, 2w (or an ISO date in the future)",
             },
         },
+        # A burst is the size of a rate's bucket: there is none without a rate.
+        "if": {"required": ["burst"], "properties": {"burst": {"type": "integer"}}},
+        "then": {"required": ["rate"], "properties": {"rate": {"type": "number"}}},
     },
     "NewApiKey": {
         "type": "object",
@@ -127,6 +130,8 @@ def _source(request: Request) -> str:
 
 def _optional(body: dict[str, Any], field: str, kind: type | tuple[type, ...]) -> Any:
     value = body.get(field)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one kind of number: 5.0 is the integer 5
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
         raise AimassError(ErrorCode.INVALID_INPUT, f"'{field}' has the wrong type", field=field)
     return value

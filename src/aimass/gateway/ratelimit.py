@@ -5,13 +5,18 @@ A bucket (a key, or a key and a model) has a :class:`Policy`: a token bucket
 (``quota`` requests per calendar day or month, UTC). One :meth:`Limiter.acquire`
 checks both and takes from both atomically, so N concurrent callers against
 R/s over T seconds are admitted at most ``burst + R*T`` times. Quota windows
-are calendar periods: a day's quota is whole again at 00:00 UTC.
+are calendar periods: a day's quota is whole again at 00:00 UTC. The memory
+backend is shared by the worker processes of one server; the Redis one by
+every server that uses the same Redis.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import threading
+import mmap
+import multiprocessing
+import struct
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -119,38 +124,56 @@ class Limiter(ABC):
 
 
 class MemoryLimiter(Limiter):
-    """Limits held in this process: exact, and shared by nothing else."""
+    """Limits held in this machine's memory, shared by the processes a server forks.
 
-    # Past this many buckets, full (idle) ones are forgotten: per-model buckets
-    # are named by clients, so the table must not grow without bound.
-    _MAX_BUCKETS = 10_000
+    The buckets live in a fixed table in an anonymous shared mapping, made with
+    the limiter: a supervisor makes it before it forks its workers, so they all
+    take from the same counts and a key gets its limit in total, not once per
+    worker. A bucket is found by a hash of its name among a few slots; when
+    those are all taken, the one idle longest is given up (it is full again
+    the next time it is used), so clients naming buckets (per-model limits)
+    cannot grow the table. Written by hand because the standard library has
+    shared memory and a process-shared lock but no shared table, and nothing
+    in this workplace's registries offers one for forked processes.
+    """
+
+    _SLOTS = 16_384
+    _PROBES = 8
+    # A bucket's name digest, its tokens and when they were counted, its quota
+    # window (identified by when the window ends) and the requests used in it.
+    _SLOT = struct.Struct("<16sddqq")
+    _EMPTY = bytes(16)
 
     def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._used: dict[str, tuple[str, int]] = {}
+        self._table = mmap.mmap(-1, self._SLOTS * self._SLOT.size)
+        # A semaphore that forked processes share (a threading lock would not be).
+        self._lock = multiprocessing.get_context("fork").Lock()
 
     @override
     async def acquire(self, bucket: str, policy: Policy) -> Decision:
         return self.take(bucket, policy)
 
     def take(self, bucket: str, policy: Policy) -> Decision:
-        """The synchronous core of :meth:`acquire` (it never waits)."""
+        """The synchronous core of :meth:`acquire` (it never waits but for the lock)."""
+        name = hashlib.blake2b(bucket.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         with self._lock:
             now = self._clock()
-            tokens = 0.0
+            offset, found = self._slot(name)
+            tokens, last, window, used = (
+                self._SLOT.unpack_from(self._table, offset)[1:]
+                if found
+                else (float(policy.burst or 0), now, 0, 0)
+            )
             if policy.rate is not None and policy.burst is not None:
-                tokens, last = self._buckets.get(bucket, (float(policy.burst), now))
                 if now > last:
                     tokens = min(float(policy.burst), tokens + (now - last) * policy.rate)
                 last = max(now, last)
-            used, quota_reset = 0, 0.0
-            window = ""
+            quota_reset = 0.0
             if policy.quota is not None:
-                window, end = quota_window(policy.quota_period or "day", now)
-                seen_window, seen = self._used.get(bucket, (window, 0))
-                used = seen if seen_window == window else 0
+                end = quota_window(policy.quota_period or "day", now)[1]
+                if window != int(end):
+                    window, used = int(end), 0
                 quota_reset = end - now
             allowed = (policy.rate is None or tokens >= 1) and (
                 policy.quota is None or used < policy.quota
@@ -158,21 +181,30 @@ class MemoryLimiter(Limiter):
             if allowed:
                 tokens -= 1
                 used += 1
-            if policy.rate is not None:
-                self._buckets[bucket] = (tokens, last)
-                if len(self._buckets) > self._MAX_BUCKETS:
-                    self._forget_full(now, policy)
-            if policy.quota is not None:
-                self._used[bucket] = (window, used)
-                if len(self._used) > self._MAX_BUCKETS:
-                    self._used = {b: u for b, u in self._used.items() if u[0] == window}
+            self._SLOT.pack_into(self._table, offset, name, tokens, last, window, used)
             return decide(
                 policy, allowed=allowed, tokens=tokens, used=used, quota_reset_s=quota_reset
             )
 
-    def _forget_full(self, now: float, policy: Policy) -> None:
-        assert policy.rate is not None and policy.burst is not None
-        full_after = policy.burst / policy.rate
-        for name, (_, last) in list(self._buckets.items()):
-            if now - last >= full_after:
-                del self._buckets[name]
+    def _slot(self, name: bytes) -> tuple[int, bool]:
+        """The offset of ``name``'s slot, and whether it holds ``name`` already.
+
+        Among the probed slots: its own, else the first empty one, else the
+        one whose bucket was counted longest ago.
+        """
+        size, table = self._SLOT.size, self._table
+        start = int.from_bytes(name[:8], "little")
+        spare, spare_last = -1, math.inf
+        for probe in range(self._PROBES):
+            offset = (start + probe) % self._SLOTS * size
+            held = table[offset : offset + 16]
+            if held == name:
+                return offset, True
+            if held == self._EMPTY:
+                if spare_last > -math.inf:
+                    spare, spare_last = offset, -math.inf
+                continue
+            last = self._SLOT.unpack_from(table, offset)[2]
+            if last < spare_last:
+                spare, spare_last = offset, last
+        return spare, False

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from aimass.codecs import HEADER_LENGTH, RequestLimits, decode_infer_request, encode_infer_response
 from aimass.codecs.request import parse_header_length, parse_json_object
-from aimass.contract.reference import REFERENCE_PATTERN
+from aimass.contract.reference import NAME_PATTERN, REFERENCE_PATTERN
 from aimass.contract.signature import TensorSpec
 from aimass.errors import AimassError, ErrorCode
 from aimass.http.body import json_response, read_body, receive_body, send_success
@@ -43,6 +43,7 @@ _OCTET_STREAM = (b"content-type", b"application/octet-stream")
 NAME = Param.string(
     "name", pattern=REFERENCE_PATTERN, description="model name, or a reference: name:3, name@alias"
 )
+MODEL_NAME = Param.string("name", pattern=NAME_PATTERN, description="model name")
 VERSION = Param.integer(
     "version",
     low=1,
@@ -179,7 +180,7 @@ class OipRoutes:
 
     def routes(self) -> list[Route]:
         """Every OIP endpoint, declared."""
-        one, both = (NAME,), (NAME, VERSION)
+        one, both = (NAME,), (MODEL_NAME, VERSION)
         header = Param.integer(
             HEADER_LENGTH.title(), "header", description="bytes of JSON before the binary tensors"
         )
@@ -288,7 +289,7 @@ class OipRoutes:
                 "inferVersion",
                 "Run inference on one version (JSON or binary tensors)",
                 self.infer,
-                params=(NAME, VERSION, header),
+                params=(MODEL_NAME, VERSION, header),
                 body=infer_body,
                 answers=outputs,
                 errors=infer_errors,

@@ -71,7 +71,7 @@ SCHEMAS: dict[str, Any] = {
                 ]
             },
             "encoding_format": {"type": "string", "enum": list(_FORMATS)},
-            "dimensions": {"type": "integer"},
+            "dimensions": {"type": ["integer", "null"]},
             "user": {"type": "string"},
         },
     },
@@ -220,6 +220,8 @@ class OpenAIRoutes:
             raise _invalid("'model' must be the name of an embedding model", "model")
         texts = _texts(body.get("input"))
         self.limits.check_texts(texts)
+        if not isinstance(body.get("user", ""), str):
+            raise _invalid("'user' must be a string", "user")
         encoding = body.get("encoding_format", "float")
         if encoding not in _FORMATS:
             raise _invalid(

@@ -229,7 +229,9 @@ class Engine:
         """Drop a version (every version, for a bare name) once its queued requests finish."""
         ref = ModelRef.parse(model)
         version = ref.version
-        if ref.alias is not None:
+        if ref.version is None and ref.alias is None:
+            await self._router.model(ref.name)  # NOT_FOUND for a model that does not exist
+        else:
             version = (await self._router.resolve(ref, fresh=True)).version
         self._router.forget(ref.name)
         await self._cache.unload(ref.name, version)

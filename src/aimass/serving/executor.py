@@ -1,10 +1,10 @@
-"""The thread pool that runs blocking work (model calls, loads) off the event loop.
+"""A named, bounded thread pool awaited from asyncio: blocking work off the event loop.
 
 Runtimes are synchronous and CPU-bound, but numpy, torch and onnxruntime
 release the GIL while they compute, so threads give real parallelism without
-the cost of copying tensors to another process. The engine keeps two pools:
-one for model calls and a small one for loads and registry reads, so a
-slow load never starves inference of threads.
+the cost of copying tensors to another process. The thread backend keeps one
+pool for model calls and one for loads, and the router one for registry
+reads, so a slow load never starves inference or lookups of threads.
 """
 
 from __future__ import annotations

@@ -18,9 +18,13 @@ prediction::
 It saves the object, loads it in a fresh Python process and compares the
 primary output with ``expected``; loads it in-process and checks that a batch
 of one equals the same row of the whole batch for every output; checks that
-every bad input fails with INVALID_INPUT (never another exception); and checks
-that the signature describes what predict really returns. Failures raise
-``AssertionError`` naming the step.
+every bad input fails with INVALID_INPUT (never another exception); checks
+that the signature describes what predict really returns; and checks the rest
+of the contract: an unknown save option is refused, the declared capabilities
+hold (probabilities for ``predict_proba``, one text input for ``embed``), the
+class labels match the probability columns, and the fork policy answers for
+the version and for the loaded runtime. Failures raise ``AssertionError``
+naming the step.
 
 The fresh-process step runs ``python -m aimass.testing.checks DIRECTORY
 MANIFEST INPUTS OUTPUTS``; that entry point is part of this module so the
@@ -41,7 +45,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from aimass.contract.manifest import Manifest
-from aimass.contract.runtime import Arrays, LoadOptions, Runtime
+from aimass.contract.runtime import (
+    Arrays,
+    Capability,
+    ForkPolicy,
+    LoadOptions,
+    Runtime,
+    embedding_tensors,
+)
 from aimass.contract.signature import Datatype, Signature, as_array
 from aimass.errors import AimassError, ErrorCode
 from aimass.runtimes import detect_runtime, runtime_class
@@ -103,6 +114,7 @@ def check_runtime(
         _check_batch_of_one(loaded, inputs, outputs, rtol, atol)
         for i, bad in enumerate(bad_inputs):
             _check_refused(loaded, bad, i)
+        _check_contract(cls, loaded, outputs)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -128,6 +140,34 @@ def save_and_load(
     loaded = runtime.load(directory, manifest, options or LoadOptions())
     assert isinstance(loaded, runtime)
     return loaded
+
+
+def _check_contract(cls: type[Runtime], loaded: LoadedModel, outputs: Arrays) -> None:
+    try:
+        cls.save_options({"no_such_option": 1})
+    except AimassError as exc:
+        assert exc.code is ErrorCode.INVALID_INPUT, f"an unknown save option gave {exc.code}"
+    else:
+        raise AssertionError(f"the {cls.name} runtime took an unknown save option")
+    capabilities = loaded.capabilities
+    assert Capability.PREDICT in capabilities, "every version predicts"
+    signature = loaded.manifest.signature
+    if Capability.PREDICT_PROBA in capabilities:
+        assert "probabilities" in outputs, "predict_proba is declared without probabilities"
+        labels = loaded.runtime.labels()
+        if labels is not None:
+            width = outputs["probabilities"].shape[1]
+            assert len(labels) == width, f"{len(labels)} labels for {width} probabilities"
+    if Capability.EMBED in capabilities:
+        _, embedding = embedding_tensors(signature)
+        assert [s.datatype for s in signature.inputs] == [Datatype.BYTES], "embed needs one text"
+        assert outputs[embedding].ndim == 2, f"embedding {embedding!r} is not one vector a row"
+    for policy in (
+        cls.fork_policy(loaded.manifest),
+        cls.fork_policy(loaded.manifest, loaded.runtime),
+    ):
+        assert isinstance(policy, ForkPolicy), f"fork_policy gave a {type(policy).__name__}"
+        assert policy.shared or policy.reason, "a version that is not shared must say why"
 
 
 def _check_inputs_match_signature(inputs: Arrays, signature: Signature) -> None:

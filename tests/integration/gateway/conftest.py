@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gatewaytest import Served, ServeFactory
 
 from aimass.app import create_app
 from aimass.gateway.gateway import Gateway
@@ -16,6 +16,7 @@ from aimass.gateway.ratelimit import Clock
 from aimass.registry import Registry
 from aimass.settings import GatewaySettings, Settings
 from aimass.testing.models import iris_classifier
+from tests.integration.gateway.gatewaytest import Served, ServeFactory
 
 
 @pytest.fixture
@@ -39,8 +40,7 @@ def serve(tmp_path: Path, registry: Registry) -> ServeFactory:
         from aimass.testing.server import serve_in_thread
 
         settings = Settings(home=tmp_path, gateway=GatewaySettings(**gateway))
-        extra = {} if clock is None else {"clock": clock}
-        front = Gateway.from_settings(settings, registry.database, **extra)
+        front = Gateway.from_settings(settings, registry.database, clock=clock or time.time)
         app = create_app(settings, registry=registry, gateway=front)
         with serve_in_thread(app) as url:
             yield Served(url, front, front.keys)

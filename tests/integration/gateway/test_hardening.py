@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-from gatewaytest import ServeFactory
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +27,7 @@ from aimass.http.errors import Protocol
 from aimass.http.routes import Params, Route, RouteTable
 from aimass.settings import GatewaySettings
 from aimass.testing.server import serve_in_thread
+from tests.integration.gateway.gatewaytest import ServeFactory
 
 
 def test_tensor_element_and_string_limits(serve: ServeFactory) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from gatewaytest import IRIS_ROW, FakeClock, ServeFactory
-
 from aimass.roles import Role
+from tests.integration.gateway.gatewaytest import IRIS_ROW, FakeClock, ServeFactory
 
 
 def test_admin_api_creates_lists_and_revokes_keys(serve: ServeFactory) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gatewaytest import IRIS_ROW, FakeClock, ServeFactory
-from ratelimit_load import hammer
-
 from aimass.roles import Role
+from tests.integration.gateway.gatewaytest import IRIS_ROW, FakeClock, ServeFactory
+from tests.integration.gateway.ratelimit_load import hammer
 
 
 def test_rate_limit_is_exact_under_concurrency(serve: ServeFactory) -> None:

@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gatewaytest import FakeClock, ServeFactory
-from ratelimit_load import hammer
 
 from aimass.db.database import open_engine
 from aimass.errors import AimassError
@@ -22,6 +20,8 @@ from aimass.gateway.ratelimit import Policy
 from aimass.gateway.redislimit import RedisLimiter
 from aimass.roles import Role
 from aimass.testing.server import serve_in_process
+from tests.integration.gateway.gatewaytest import FakeClock, ServeFactory
+from tests.integration.gateway.ratelimit_load import hammer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

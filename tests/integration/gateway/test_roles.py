@@ -6,10 +6,10 @@ from typing import Any
 
 import httpx
 import pytest
-from gatewaytest import IRIS_ROW, ServeFactory
 from openai import AuthenticationError, OpenAI
 
 from aimass.roles import Role
+from tests.integration.gateway.gatewaytest import IRIS_ROW, ServeFactory
 
 NONE, BAD = "none", "bad"
 THROUGH = 0

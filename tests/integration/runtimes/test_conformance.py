@@ -1,7 +1,8 @@
-"""Every runtime passes the shared conformance suite (aimass.testing.checks).
+"""Every runtime of the runtime table passes the shared conformance suite (aimass.testing.checks).
 
-Each entry of CASES builds a tiny real model and says how to check it; one
-parametrized test runs them all.
+CASES holds, for each runtime the table names, the tiny real models that
+check it; one parametrized test runs them all, and another holds CASES
+against the table, so a runtime added without cases fails here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from aimass.errors import AimassError, ErrorCode
+from aimass.runtimes import RUNTIMES
 from aimass.runtimes.loading import require
 from aimass.testing.checks import check_runtime
 
@@ -309,26 +311,69 @@ def _python_model(tmp_path: Path) -> Case:
     )
 
 
-CASES: dict[str, Callable[[Path], Case]] = {
-    "sklearn-logreg-iris": _sklearn_logreg_iris,
-    "sklearn-regressor-diabetes": _sklearn_regressor_diabetes,
-    "sklearn-dataframe-pipeline": _sklearn_dataframe_pipeline,
-    "xgboost-classifier": _xgboost_classifier_iris,
-    "xgboost-regressor-json": _xgboost_regressor_json,
-    "xgboost-booster": _xgboost_booster,
-    "lightgbm-classifier-text-labels": _lightgbm_classifier_text_labels,
-    "lightgbm-binary-classifier": _lightgbm_binary_classifier,
-    "lightgbm-regressor": _lightgbm_regressor,
-    "lightgbm-booster": _lightgbm_booster,
-    "onnx-skl2onnx": _onnx_from_skl2onnx,
-    "onnx-torch-export": _onnx_from_torch,
-    "python-model": _python_model,
+def _torch_mlp(tmp_path: Path) -> Case:
+    import torch
+
+    from aimass.testing.torch_models import DigitsMLP
+
+    torch.manual_seed(0)
+    module = DigitsMLP(hidden=16).eval()
+    x = np.random.default_rng(0).random((6, 64), dtype=np.float32)
+
+    def eager(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        with torch.inference_mode():
+            return module(torch.from_numpy(rows)).numpy()  # type: ignore[no-any-return]
+
+    return Case(
+        module,
+        x,
+        eager,
+        bad_inputs=[{"input": np.zeros((2, 63), np.float32)}, {"input": np.full((2, 64), "x")}],
+        options={"init_kwargs": {"hidden": 16}},
+    )
+
+
+def _transformers_classifier(tmp_path: Path) -> Case:
+    from aimass.testing.models import tiny_text_classifier
+
+    pipe = tiny_text_classifier(tmp_path / "vocab")
+    texts = ["the movie was good", "a bad plot", "great", "the plot was the movie"]
+    return Case(
+        pipe,
+        texts,
+        lambda rows: [d["label"] for d in pipe(list(rows))],
+        bad_inputs=[{"text": np.zeros(2)}, {"sentence": np.array(["a", "b"], dtype=object)}],
+        runtime="transformers",
+    )
+
+
+CASES: dict[str, dict[str, Callable[[Path], Case]]] = {
+    "sklearn": {
+        "logreg-iris": _sklearn_logreg_iris,
+        "regressor-diabetes": _sklearn_regressor_diabetes,
+        "dataframe-pipeline": _sklearn_dataframe_pipeline,
+    },
+    "xgboost": {
+        "classifier": _xgboost_classifier_iris,
+        "regressor-json": _xgboost_regressor_json,
+        "booster": _xgboost_booster,
+    },
+    "lightgbm": {
+        "classifier-text-labels": _lightgbm_classifier_text_labels,
+        "binary-classifier": _lightgbm_binary_classifier,
+        "regressor": _lightgbm_regressor,
+        "booster": _lightgbm_booster,
+    },
+    "onnx": {"skl2onnx": _onnx_from_skl2onnx, "torch-export": _onnx_from_torch},
+    "python": {"python-model": _python_model},
+    "torch": {"mlp": _torch_mlp},
+    "transformers": {"text-classifier": _transformers_classifier},
 }
 
 # torch's ONNX exporter trips a deprecation inside torch itself, reported from
 # copyreg, so pyproject.toml's torch.* filter does not catch it.
 _MARKS = {
-    "onnx-torch-export": [
+    "onnx/torch-export": [
         pytest.mark.filterwarnings(
             r"ignore:.*isinstance\(treespec, LeafSpec\). is deprecated:FutureWarning"
         )
@@ -336,10 +381,24 @@ _MARKS = {
 }
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_MARKS.get(n, ())) for n in CASES])
-def test_runtime_passes_conformance(name: str, tmp_path: Path) -> None:
-    case = CASES[name](tmp_path)
-    check_runtime(
+def test_every_runtime_of_the_table_has_cases() -> None:
+    assert set(CASES) == set(RUNTIMES)
+    assert all(CASES.values())
+
+
+@pytest.mark.parametrize(
+    ("runtime", "name"),
+    [
+        pytest.param(
+            runtime, name, marks=_MARKS.get(f"{runtime}/{name}", ()), id=f"{runtime}/{name}"
+        )
+        for runtime, cases in CASES.items()
+        for name in cases
+    ],
+)
+def test_runtime_passes_conformance(runtime: str, name: str, tmp_path: Path) -> None:
+    case = CASES[runtime][name](tmp_path)
+    loaded = check_runtime(
         case.obj,
         case.sample,
         expected=case.expected,
@@ -349,6 +408,7 @@ def test_runtime_passes_conformance(name: str, tmp_path: Path) -> None:
         atol=case.atol,
         **case.options,
     )
+    assert loaded.runtime.name == runtime
 
 
 def test_missing_framework_error_names_the_extra() -> None:

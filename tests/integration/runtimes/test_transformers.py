@@ -22,6 +22,7 @@ from aimass.runtimes.model import LoadedModel
 from aimass.runtimes.torch import TorchRuntime
 from aimass.runtimes.transformers import TransformersRuntime
 from aimass.testing.checks import check_runtime
+from aimass.testing.models import tiny_text_classifier
 
 TEXTS = [
     "the movie was good",
@@ -34,10 +35,6 @@ BAD_TEXT_INPUTS: list[dict[str, np.ndarray[Any, Any]]] = [
     {"text": np.array([["a"], ["b"]], dtype=object)},
     {"sentence": np.array(["a", "b"], dtype=object)},
 ]
-VOCAB = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-    "the", "movie", "was", "good", "bad", "a", "plot", "and", "awful", "acting", "great",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -56,27 +53,7 @@ def minilm(minilm_path: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer, pipeline
-
-    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizer(vocab_file=str(vocab))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        # Large initial weights keep the random model's labels far from ties.
-        initializer_range=0.5,
-        id2label={0: "negative", 1: "neutral", 2: "positive"},
-        label2id={"negative": 0, "neutral": 1, "positive": 2},
-    )
-    model = BertForSequenceClassification(config).eval()  # type: ignore[no-untyped-call]
-    return pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+    return tiny_text_classifier(tmp_path_factory.mktemp("vocab"))
 
 
 def _labels(pipe: Any) -> Any:

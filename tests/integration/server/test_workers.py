@@ -23,7 +23,9 @@ import httpx
 import numpy as np
 import pytest
 
+from aimass.gateway.keys import KeyStore
 from aimass.registry import Registry
+from aimass.roles import Role
 from aimass.server.identity import WORKER_HEADER
 from aimass.settings import Settings
 from aimass.testing.models import iris_classifier
@@ -249,7 +251,7 @@ def test_xgboost_and_lightgbm_loaded_before_the_fork_answer_from_every_worker(
     from sklearn.datasets import load_breast_cancer
 
     x, y = load_breast_cancer(return_X_y=True)
-    models = {
+    models: dict[str, Any] = {
         "xgb": xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(x, y),
         "lgbm": lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, y),
     }
@@ -338,3 +340,31 @@ def test_a_torch_model_served_by_its_plan_loads_no_torch_in_any_process(tmp_path
         assert workers <= processes
         for pid in processes:
             assert "libtorch" not in Path(f"/proc/{pid}/maps").read_text(), pid
+
+
+def test_a_keys_quota_is_shared_by_every_worker(tmp_path: Path) -> None:
+    quota = 6
+    registry = Registry.from_settings(Settings(home=tmp_path))
+    try:
+        clf, x = iris_classifier()
+        registry.register(clf, "iris", sample_input=x[:2])
+        secret = (
+            KeyStore(registry.database)
+            .create(name="limited", role=Role.INVOKER, created_by="test", quota=(quota, "day"))
+            .secret
+        )
+    finally:
+        registry.close()
+    env = {**os.environ, "AIMASS_HOME": str(tmp_path)}
+    with (
+        serve_in_process(["--workers", "2", "-m", "iris"], env=env) as served,
+        _fresh_client(served.url) as client,
+    ):
+        client.headers["authorization"] = f"Bearer {secret}"
+        answers = [_iris(client) for _ in range(100)]
+    # Both workers answered (each taking from the quota), and between them
+    # admitted the quota exactly once, not once each.
+    assert len({response.headers[WORKER_HEADER] for response in answers}) == 2
+    statuses = [response.status_code for response in answers]
+    assert statuses.count(200) == quota
+    assert statuses.count(429) == len(answers) - quota

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_doubles import SpyRegistry
 
 from aimass.settings import Settings
 from aimass.testing.models import iris_classifier
+from tests.unit.serving.serving_doubles import SpyRegistry
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_doubles import function_model, no_loads
 
 from aimass.contract.request import InferRequest
 from aimass.contract.runtime import Arrays
 from aimass.errors import AimassError, ErrorCode
 from aimass.serving.backend import ThreadBackend
 from aimass.serving.batcher import Batcher
+from tests.unit.serving.serving_doubles import function_model, no_loads
 
 pytestmark = pytest.mark.anyio
 

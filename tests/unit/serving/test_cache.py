@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from serving_doubles import WAIT, Script, SpyRegistry
 
 from aimass.contract.request import InferRequest
 from aimass.contract.runtime import Capability
@@ -16,6 +15,7 @@ from aimass.serving.backend import ThreadBackend
 from aimass.serving.cache import ModelCache, ModelStatus
 from aimass.serving.scheduler import batching_schedulers
 from aimass.settings import ServingSettings
+from tests.unit.serving.serving_doubles import WAIT, Script, SpyRegistry
 
 pytestmark = pytest.mark.anyio
 

@@ -7,12 +7,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_doubles import WAIT, Script, SpyRegistry, ask
 
+from aimass.contract.request import Caller, InferRequest, InferResult
 from aimass.contract.signature import Datatype, Signature, TensorSpec
 from aimass.errors import AimassError, ErrorCode
+from aimass.registry.records import VersionInfo
+from aimass.roles import Role
 from aimass.serving import Engine, ModelStatus, build_engine
+from aimass.serving.observer import Observer
 from aimass.settings import ModelBatching, ServingSettings
+from tests.unit.serving.serving_doubles import WAIT, Script, SpyRegistry, ask
 
 pytestmark = pytest.mark.anyio
 
@@ -296,3 +300,64 @@ async def test_close_drains_in_flight_requests(
     await closing
     assert [float(r.outputs["output"][0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0]
     assert engine.index() == []
+
+
+class Recorder(Observer):
+    """Writes down every step it is told of."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[Any, ...]] = []
+
+    def received(self, request: InferRequest) -> None:
+        self.steps.append(("received", request.model, request.caller))
+
+    def queued(self, request: InferRequest, model: str, depth: int) -> None:
+        self.steps.append(("queued", model))
+
+    def batched(self, model: str, requests: int, rows: int) -> None:
+        self.steps.append(("batched", model, requests, rows))
+
+    def computed(self, model: str, seconds: float, rows: int) -> None:
+        assert seconds >= 0
+        self.steps.append(("computed", model, rows))
+
+    def responded(self, request: InferRequest, result: InferResult) -> None:
+        self.steps.append(("responded", f"{result.model_name}:{result.model_version}"))
+
+    def failed(self, request: InferRequest | None, error: AimassError) -> None:
+        self.steps.append(("failed", None if request is None else request.model, error.code))
+
+    def loaded(self, info: VersionInfo, seconds: float) -> None:
+        self.steps.append(("loaded", info.ref))
+
+    def evicted(self, info: VersionInfo) -> None:
+        self.steps.append(("evicted", info.ref))
+
+
+async def test_the_observer_is_told_of_every_step(registry: SpyRegistry) -> None:
+    registry.add_scripted("m")
+    registry.add_scripted("broken", Script(load_error=RuntimeError("boom")))
+    recorder = Recorder()
+    engine = build_engine(registry, ServingSettings(max_delay_ms=0), observer=recorder)
+    await engine.start(["m"])
+    caller = Caller("key_1", Role.INVOKER)
+    request = InferRequest("m", {"x": np.ones((2, 2))}, caller=caller, request_id="r-1")
+    await engine.infer(request)
+    assert await code_of(ask(engine, "nope", None, {"x": np.ones((1, 2))})) is ErrorCode.NOT_FOUND
+    assert await code_of(ask(engine, "broken", None, {"x": np.ones((1, 2))})) is ErrorCode.INTERNAL
+    await engine.unload("m")
+    await engine.close()
+    assert recorder.steps == [
+        ("loaded", "m:1"),
+        ("received", "m", caller),
+        ("queued", "m:1"),
+        ("batched", "m:1", 1, 2),
+        ("computed", "m:1", 2),
+        ("responded", "m:1"),
+        ("received", "nope", None),
+        ("failed", "nope", ErrorCode.NOT_FOUND),
+        ("received", "broken", None),
+        ("failed", None, ErrorCode.INTERNAL),
+        ("failed", "broken", ErrorCode.INTERNAL),
+        ("evicted", "m:1"),
+    ]

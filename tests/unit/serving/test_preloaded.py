@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from serving_doubles import SpyRegistry, ask
 
 from aimass.serving import ModelStatus, build_engine
 from aimass.settings import ServingSettings
+from tests.unit.serving.serving_doubles import SpyRegistry, ask
 
 pytestmark = pytest.mark.anyio
 
