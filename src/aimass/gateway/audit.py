@@ -69,7 +69,7 @@ class AuditLog(SqlStore):
             status=status,
             detail=detail or {},
         )
-        with self._sessions.begin() as session:
+        with self._tx() as session:
             session.add(row)
 
     def list(
@@ -81,7 +81,7 @@ class AuditLog(SqlStore):
             query = query.where(AuditEventRow.actor == actor)
         if action is not None:
             query = query.where(AuditEventRow.action == action)
-        with self._sessions.begin() as session:
+        with self._tx() as session:
             return [_event(row) for row in session.scalars(query).all()]
 
 

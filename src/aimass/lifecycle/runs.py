@@ -98,7 +98,7 @@ class RunStore(SqlStore):
         created_by: str = "local",
     ) -> RunRecord:
         """Record a run that has just begun."""
-        with self._sessions.begin() as session:
+        with self._tx() as session:
             row = RunRow(
                 kind=kind,
                 status=RUNNING,
@@ -125,7 +125,7 @@ class RunStore(SqlStore):
         data: Mapping[str, Any] | None = None,
     ) -> None:
         """Report progress (0 to 1) and what the run is doing now."""
-        with self._sessions.begin() as session:
+        with self._tx() as session:
             row = self._row(session, run_id)
             if progress is not None:
                 row.progress = max(0.0, min(1.0, progress))
@@ -158,7 +158,7 @@ class RunStore(SqlStore):
         version: int | None,
         extra: Mapping[str, Any] | None,
     ) -> RunRecord:
-        with self._sessions.begin() as session:
+        with self._tx() as session:
             row = self._row(session, run_id)
             now = utcnow()
             row.status, row.message, row.finished_at = status, message, now
@@ -179,7 +179,7 @@ class RunStore(SqlStore):
 
     def get(self, run_id: int) -> RunRecord:
         """One run; NOT_FOUND if there is none with that id."""
-        with self._sessions() as session:
+        with self._tx() as session:
             return _record(self._row(session, run_id))
 
     def list(
@@ -201,7 +201,7 @@ class RunStore(SqlStore):
             query = query.where(RunRow.version == version)
         if status is not None:
             query = query.where(RunRow.status == status)
-        with self._sessions() as session:
+        with self._tx() as session:
             return [_record(row) for row in session.scalars(query)]
 
     @staticmethod

@@ -37,16 +37,15 @@ class MetadataStore(SqlStore):
 
     def ensure_model(self, name: str, *, task: str, description: str, created_by: str) -> None:
         """Create the model row unless it exists (a concurrent creator may win the race)."""
-        with self._sessions() as session:
-            if session.scalar(select(ModelRow.id).where(ModelRow.name == name)) is not None:
-                return
-            session.add(
-                ModelRow(name=name, task=task, description=description, created_by=created_by)
-            )
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
+        try:
+            with self._tx() as session:
+                if session.scalar(select(ModelRow.id).where(ModelRow.name == name)) is not None:
+                    return
+                session.add(
+                    ModelRow(name=name, task=task, description=description, created_by=created_by)
+                )
+        except IntegrityError:
+            pass  # a concurrent creator won the race: the model exists, as wanted
 
     def model(self, name: str) -> ModelInfo:
         """One model's description; NOT_FOUND if there is no such model."""

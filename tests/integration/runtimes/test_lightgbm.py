@@ -7,18 +7,11 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
-from sklearn.datasets import load_iris
 
 from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
 from aimass.runtimes import detect_runtime
 from aimass.runtimes.lightgbm import LightGBMRuntime
-
-
-@pytest.fixture(scope="module")
-def iris() -> tuple[np.ndarray, np.ndarray]:
-    x, y = load_iris(return_X_y=True)
-    return x, y
 
 
 def test_classifier_save_records_classes_in_the_text_format(

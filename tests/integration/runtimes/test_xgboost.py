@@ -7,18 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgboost as xgb
-from sklearn.datasets import load_iris
 
 from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
 from aimass.runtimes import detect_runtime
 from aimass.runtimes.xgboost import XGBoostRuntime
-
-
-@pytest.fixture(scope="module")
-def iris() -> tuple[np.ndarray, np.ndarray]:
-    x, y = load_iris(return_X_y=True)
-    return x, y
 
 
 def test_classifier_save_records_kind_classes_and_features(
