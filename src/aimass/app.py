@@ -35,7 +35,7 @@ from aimass.http.errors import routing_error_handler
 from aimass.http.routes import FastPath, RouteTable
 from aimass.lifecycle.runs import RunStore
 from aimass.registry.registry import Registry
-from aimass.server import oip, openai, runs
+from aimass.server import openai, runs
 from aimass.server.identity import WorkerHeader
 from aimass.server.oip import OipRoutes
 from aimass.server.openai import OpenAIRoutes
@@ -79,7 +79,7 @@ def route_table(
             *AdminRoutes(gateway).routes(),
             document.route(),
         ],
-        {**OIP_WIRE, **oip.SCHEMAS, **openai.SCHEMAS, **runs.SCHEMAS, **admin.SCHEMAS},
+        {**OIP_WIRE, **openai.SCHEMAS, **runs.SCHEMAS, **admin.SCHEMAS},
     )
     document.bind(table)
     return table

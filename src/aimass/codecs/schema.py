@@ -1,4 +1,4 @@
-"""The OIP wire format as JSON schemas, for ``/openapi.json``.
+"""The OIP wire format as JSON schemas, for ``/openapi.json``: inference, metadata, the repository.
 
 The routes parse raw bytes with orjson (:mod:`aimass.codecs.request`) rather
 than through request models, which would cost more than the model call for
@@ -121,6 +121,62 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "outputs": {"type": "array", "items": _ref("ResponseOutput")},
         },
+    },
+    # What the other OIP routes answer.
+    "ServerMetadata": {
+        "type": "object",
+        "required": ["name", "version", "extensions"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "ModelMetadata": {
+        "type": "object",
+        "required": ["name", "versions", "platform", "inputs", "outputs"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+        },
+    },
+    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
+    "Ready": {
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"ready": {"type": "boolean"}},
+    },
+    "ModelReady": {
+        "type": "object",
+        "required": ["name", "ready"],
+        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+    },
+    "RepositoryIndexRequest": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+    "RepositoryIndex": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["name", "state", "reason"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "state": {"type": "string", "enum": ["", "READY", "LOADING", "UNAVAILABLE"]},
+                "reason": {"type": "string"},
+            },
+        },
+    },
+    "Loaded": {
+        "type": "object",
+        "required": ["name", "load"],
+        "properties": {"name": {"type": "string"}, "load": {"type": "boolean"}},
+    },
+    "Unloaded": {
+        "type": "object",
+        "required": ["name", "unload"],
+        "properties": {"name": {"type": "string"}, "unload": {"type": "boolean"}},
     },
 }
 """The OIP wire format's component schemas, by name."""

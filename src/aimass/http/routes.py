@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -228,8 +228,8 @@ class Route:
     def handler(self) -> ASGIApp:
         """The endpoint as an ASGI app that answers every failure in this route's protocol."""
         if self.asgi:
-            return self.endpoint  # type: ignore[return-value]  # asgi routes hold ASGI apps
-        endpoint: Endpoint = self.endpoint  # type: ignore[assignment]
+            return cast(ASGIApp, self.endpoint)
+        endpoint = cast(Endpoint, self.endpoint)
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             request = Request(scope, receive)

@@ -30,7 +30,7 @@ from aimass.roles import Role
 from aimass.serving.engine import Engine
 from aimass.settings import ServerSettings
 
-__all__ = ["EXTENSIONS", "SCHEMAS", "InferEndpoint", "OipRoutes"]
+__all__ = ["EXTENSIONS", "InferEndpoint", "OipRoutes"]
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 """The OIP extensions this server implements, as ``GET /v2`` lists them."""
@@ -50,64 +50,6 @@ VERSION = Param.integer(
     description="version number",
     not_found="model '{name}' has no version '{version}'",
 )
-
-SCHEMAS: dict[str, Any] = {
-    "ServerMetadata": {
-        "type": "object",
-        "required": ["name", "version", "extensions"],
-        "properties": {
-            "name": {"type": "string"},
-            "version": {"type": "string"},
-            "extensions": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "ModelMetadata": {
-        "type": "object",
-        "required": ["name", "versions", "platform", "inputs", "outputs"],
-        "properties": {
-            "name": {"type": "string"},
-            "versions": {"type": "array", "items": {"type": "string"}},
-            "platform": {"type": "string"},
-            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
-            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
-        },
-    },
-    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
-    "Ready": {
-        "type": "object",
-        "required": ["ready"],
-        "properties": {"ready": {"type": "boolean"}},
-    },
-    "ModelReady": {
-        "type": "object",
-        "required": ["name", "ready"],
-        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
-    },
-    "RepositoryIndexRequest": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
-    "RepositoryIndex": {
-        "type": "array",
-        "items": {
-            "type": "object",
-            "required": ["name", "state", "reason"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "state": {"type": "string", "enum": ["", "READY", "LOADING", "UNAVAILABLE"]},
-                "reason": {"type": "string"},
-            },
-        },
-    },
-    "Loaded": {
-        "type": "object",
-        "required": ["name", "load"],
-        "properties": {"name": {"type": "string"}, "load": {"type": "boolean"}},
-    },
-    "Unloaded": {
-        "type": "object",
-        "required": ["name", "unload"],
-        "properties": {"name": {"type": "string"}, "unload": {"type": "boolean"}},
-    },
-}
 
 
 def _json(name: str) -> dict[str, Any]:
