@@ -193,8 +193,8 @@ class GatewaySettings(_Section):
     )
     rate_limit_backend: Literal["memory", "redis"] = Field(
         default="memory",
-        description="memory: limits per server process; redis: shared by every process "
-        "using the same Redis",
+        description="memory: limits per server, shared by its --workers; redis: shared by "
+        "every server using the same Redis",
     )
     redis_url: SecretStr = Field(
         default=SecretStr("redis://127.0.0.1:6379/0"),

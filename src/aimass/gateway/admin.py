@@ -22,7 +22,7 @@ from aimass.gateway.keys import parse_expiry, parse_quota, parse_role
 from aimass.http.body import json_response, read_json_object
 from aimass.http.caller import caller_of
 from aimass.http.errors import Protocol
-from aimass.http.routes import Answer, Body, Param, Params, Route
+from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
 from aimass.roles import Role
 
 __all__ = ["SCHEMAS", "AdminRoutes"]
@@ -104,15 +104,6 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def _json(name: str) -> dict[str, Any]:
-    return {"application/json": {"$ref": f"#/components/schemas/{name}"}}
-
-
-def _list_of(name: str) -> dict[str, Any]:
-    schema = {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}
-    return {"application/json": schema}
-
-
 def _caller(request: Request) -> Caller:
     caller = caller_of(request.scope)
     if caller is None or not caller.role.allows(Role.ADMIN):
@@ -155,7 +146,9 @@ class AdminRoutes:
                 "listKeys",
                 "List API keys",
                 self.list_keys,
-                answers=(Answer(200, "every key, without secrets", _list_of("ApiKey")),),
+                answers=(
+                    Answer(200, "every key, without secrets", json_content("ApiKey", many=True)),
+                ),
                 errors=denied,
                 **common,
             ),
@@ -165,8 +158,8 @@ class AdminRoutes:
                 "createKey",
                 "Create an API key (its secret is in this answer only)",
                 self.create_key,
-                body=Body(_json("ApiKeyRequest")),
-                answers=(Answer(201, "created", _json("NewApiKey")),),
+                body=Body(json_content("ApiKeyRequest")),
+                answers=(Answer(201, "created", json_content("NewApiKey")),),
                 errors=denied,
                 **common,
             ),
@@ -177,7 +170,7 @@ class AdminRoutes:
                 "One API key",
                 self.get_key,
                 params=(key_id,),
-                answers=(Answer(200, "the key", _json("ApiKey")),),
+                answers=(Answer(200, "the key", json_content("ApiKey")),),
                 errors=(*denied, ErrorCode.NOT_FOUND),
                 **common,
             ),
@@ -188,7 +181,7 @@ class AdminRoutes:
                 "Revoke an API key; it stops working at once",
                 self.revoke_key,
                 params=(key_id,),
-                answers=(Answer(200, "the revoked key", _json("ApiKey")),),
+                answers=(Answer(200, "the revoked key", json_content("ApiKey")),),
                 errors=(*denied, ErrorCode.NOT_FOUND),
                 **common,
             ),
@@ -203,7 +196,7 @@ class AdminRoutes:
                     Param.string("actor", "query", description="only this key id (or cli:USER)"),
                     Param.string("action", "query", description="only this action: keys.create…"),
                 ),
-                answers=(Answer(200, "events", _list_of("AuditEvent")),),
+                answers=(Answer(200, "events", json_content("AuditEvent", many=True)),),
                 errors=denied,
                 **common,
             ),

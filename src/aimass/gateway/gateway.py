@@ -2,7 +2,7 @@
 
 :class:`Gateway` holds the key table (a copy, re-read every
 ``key_refresh_s``), the rate limiter, the audit log and the request limits;
-:mod:`aimass.gateway.middleware` asks it about each request. With
+:mod:`aimass.gateway.layer` asks it about each request. With
 ``enabled="auto"`` keys are required as soon as one exists, so a local demo
 with no keys stays open and a deployment closes by creating its first key.
 """

@@ -75,11 +75,13 @@ class GatewayLayer:
                 method = scope["method"]
                 role, route, params = required(self.routes, method, scope["path"])
                 if role is not None:
-                    admitted = await self._admit(scope, receive, send, table, role, route, params)
+                    management = _audited(route, method)
+                    admitted = await self._admit(
+                        scope, receive, send, table, role, route, params, management
+                    )
                     if admitted is None:
                         return  # refused, and answered
                     key, scope, receive, send = admitted
-                    management = _audited(route, method)
         # The deadline is run here rather than in a helper coroutine: this is
         # every request's path, and each coroutine frame costs about a microsecond.
         watched = _Watched(send)
@@ -110,15 +112,16 @@ class GatewayLayer:
         role: Role,
         route: Route | None,
         params: dict[str, str],
+        management: bool,
     ) -> tuple[ApiKey, Scope, Receive, Send] | None:
         """The caller's key and the scope, receive and send to run with.
 
-        None once refused and answered.
+        None once refused and answered (and, for a ``management`` request
+        from a known key, audited).
         """
         gateway = self.gateway
         key: ApiKey | None = None
         decision: Decision | None = None
-        management = _audited(route, scope["method"])
         try:
             key = gateway.authenticate(table, key_from_headers(scope["headers"]))
             gateway.authorize(key, role)

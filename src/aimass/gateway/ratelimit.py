@@ -165,10 +165,11 @@ class MemoryLimiter(Limiter):
                 if found
                 else (float(policy.burst or 0), now, 0, 0)
             )
-            if policy.rate is not None and policy.burst is not None:
-                if now > last:
-                    tokens = min(float(policy.burst), tokens + (now - last) * policy.rate)
-                last = max(now, last)
+            if policy.rate is not None and policy.burst is not None and now > last:
+                tokens = min(float(policy.burst), tokens + (now - last) * policy.rate)
+            # Every bucket records its last use, quota-only ones too: it is
+            # what decides which bucket gives up its slot (see _slot).
+            last = max(now, last)
             quota_reset = 0.0
             if policy.quota is not None:
                 end = quota_window(policy.quota_period or "day", now)[1]

@@ -41,6 +41,7 @@ __all__ = [
     "Params",
     "Route",
     "RouteTable",
+    "json_content",
 ]
 
 Params = Mapping[str, Any]
@@ -53,6 +54,12 @@ Listing = Callable[[Any, Callable[[str], bool]], Any]
 """Keeps the entries of a listing's JSON answer whose model name passes the test."""
 
 _DIGITS = re.compile(r"[0-9]+")
+
+
+def json_content(schema: str, *, many: bool = False) -> dict[str, Any]:
+    """A JSON body (or, with ``many``, a JSON list) of the component schema named ``schema``."""
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"application/json": {"type": "array", "items": ref} if many else ref}
 
 
 @dataclass(frozen=True)

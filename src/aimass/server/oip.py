@@ -24,7 +24,7 @@ from aimass.errors import AimassError, ErrorCode
 from aimass.http.body import json_response, read_body, receive_body, send_success
 from aimass.http.caller import CALLER
 from aimass.http.errors import Protocol, failure_response, request_id
-from aimass.http.routes import Answer, Body, Param, Params, Route
+from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
 from aimass.registry.records import VersionInfo
 from aimass.roles import Role
 from aimass.serving.engine import Engine
@@ -50,10 +50,6 @@ VERSION = Param.integer(
     description="version number",
     not_found="model '{name}' has no version '{version}'",
 )
-
-
-def _json(name: str) -> dict[str, Any]:
-    return {"application/json": {"$ref": f"#/components/schemas/{name}"}}
 
 
 _BINARY = {
@@ -88,7 +84,7 @@ def _repository(action: str, summary: str, endpoint: Any, answer: str, *errors: 
         Role.DEPLOYER,
         Protocol.OIP,
         params=(NAME,),
-        answers=(Answer(200, f"{action}ed", _json(answer)),),
+        answers=(Answer(200, f"{action}ed", json_content(answer)),),
         errors=(ErrorCode.NOT_FOUND, *errors),
         model="name",
         management=True,
@@ -127,15 +123,15 @@ class OipRoutes:
             HEADER_LENGTH.title(), "header", description="bytes of JSON before the binary tensors"
         )
         ready = (
-            Answer(200, "loaded", _json("ModelReady")),
-            Answer(503, "not loaded yet: its load has started", _json("ModelReady")),
+            Answer(200, "loaded", json_content("ModelReady")),
+            Answer(503, "not loaded yet: its load has started", json_content("ModelReady")),
         )
-        infer_body = Body({**_json("InferenceRequest"), "application/octet-stream": _BINARY})
+        infer_body = Body({**json_content("InferenceRequest"), "application/octet-stream": _BINARY})
         outputs = (
             Answer(
                 200,
                 "the outputs",
-                {**_json("InferenceResponse"), "application/octet-stream": _BINARY},
+                {**json_content("InferenceResponse"), "application/octet-stream": _BINARY},
             ),
         )
         infer_errors = (
@@ -151,7 +147,7 @@ class OipRoutes:
                 "serverMetadata",
                 "Server metadata",
                 self.server_metadata,
-                answers=(Answer(200, "name, version, extensions", _json("ServerMetadata")),),
+                answers=(Answer(200, "name, version, extensions", json_content("ServerMetadata")),),
             ),
             Route(
                 "GET",
@@ -161,7 +157,7 @@ class OipRoutes:
                 self.live,
                 None,
                 Protocol.OIP,
-                answers=(Answer(200, "the process answers", _json("Live")),),
+                answers=(Answer(200, "the process answers", json_content("Live")),),
             ),
             Route(
                 "GET",
@@ -172,8 +168,8 @@ class OipRoutes:
                 None,
                 Protocol.OIP,
                 answers=(
-                    Answer(200, "taking requests", _json("Ready")),
-                    Answer(503, "starting or stopping", _json("Ready")),
+                    Answer(200, "taking requests", json_content("Ready")),
+                    Answer(503, "starting or stopping", json_content("Ready")),
                 ),
             ),
             _model(
@@ -183,7 +179,7 @@ class OipRoutes:
                 "Model metadata",
                 self.model_metadata,
                 params=one,
-                answers=(Answer(200, "its tensors", _json("ModelMetadata")),),
+                answers=(Answer(200, "its tensors", json_content("ModelMetadata")),),
             ),
             _model(
                 "GET",
@@ -192,7 +188,7 @@ class OipRoutes:
                 "Model version metadata",
                 self.model_metadata,
                 params=both,
-                answers=(Answer(200, "its tensors", _json("ModelMetadata")),),
+                answers=(Answer(200, "its tensors", json_content("ModelMetadata")),),
             ),
             _model(
                 "GET",
@@ -246,8 +242,8 @@ class OipRoutes:
                 self.repository_index,
                 Role.DEPLOYER,
                 Protocol.OIP,
-                body=Body(_json("RepositoryIndexRequest"), required=False),
-                answers=(Answer(200, "the index", _json("RepositoryIndex")),),
+                body=Body(json_content("RepositoryIndexRequest"), required=False),
+                answers=(Answer(200, "the index", json_content("RepositoryIndex")),),
                 listing=lambda entries, keep: [e for e in entries if keep(e["name"])],
             ),
             _repository(

@@ -28,7 +28,7 @@ from aimass.errors import AimassError, ErrorCode
 from aimass.http.body import read_json_object, success_response
 from aimass.http.caller import caller_of
 from aimass.http.errors import Protocol, request_id
-from aimass.http.routes import Answer, Body, Param, Params, Route
+from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
 from aimass.registry.records import ModelInfo
 from aimass.roles import Role
 from aimass.serving.engine import Engine
@@ -113,10 +113,6 @@ SCHEMAS: dict[str, Any] = {
 """The OpenAI-compatible API's component schemas, by name."""
 
 
-def _json(name: str) -> dict[str, Any]:
-    return {"application/json": {"$ref": f"#/components/schemas/{name}"}}
-
-
 def _invalid(message: str, param: str, code: ErrorCode = ErrorCode.INVALID_INPUT) -> AimassError:
     return AimassError(code, message, param=param)
 
@@ -162,7 +158,7 @@ class OpenAIRoutes:
                 "listModelsOpenAI",
                 "List models (OpenAI)",
                 self.list_models,
-                answers=(Answer(200, "every model", _json("ModelList")),),
+                answers=(Answer(200, "every model", json_content("ModelList")),),
                 listing=lambda doc, keep: {
                     **doc,
                     "data": [m for m in doc["data"] if keep(m["id"])],
@@ -176,7 +172,7 @@ class OpenAIRoutes:
                 "Retrieve a model (OpenAI)",
                 self.get_model,
                 params=(Param.string("model", pattern=REFERENCE_PATTERN),),
-                answers=(Answer(200, "the model", _json("Model")),),
+                answers=(Answer(200, "the model", json_content("Model")),),
                 errors=(ErrorCode.NOT_FOUND,),
                 model="model",
                 **common,
@@ -187,8 +183,8 @@ class OpenAIRoutes:
                 "createEmbeddings",
                 "Create embeddings (OpenAI)",
                 self.embeddings,
-                body=Body(_json("EmbeddingRequest")),
-                answers=(Answer(200, "one embedding per text", _json("EmbeddingResponse")),),
+                body=Body(json_content("EmbeddingRequest")),
+                answers=(Answer(200, "one embedding per text", json_content("EmbeddingResponse")),),
                 errors=(
                     ErrorCode.NOT_FOUND,
                     ErrorCode.UNSUPPORTED,
@@ -229,12 +225,7 @@ class OpenAIRoutes:
                 "encoding_format",
             )
         info = await self.engine.metadata(model)
-        if Capability.EMBED not in self.engine.capabilities(info):
-            raise _invalid(
-                f"model '{model}' is not an embedding model "
-                f"(its task is {info.manifest.task.value})",
-                "model",
-            )
+        self.engine.require(info, Capability.EMBED, model)
         text_input, output = embedding_tensors(info.manifest.signature)
         dimensions = body.get("dimensions")
         result = await self.engine.infer(

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from aimass.errors import ErrorCode
 from aimass.http.body import json_response
 from aimass.http.errors import Protocol
-from aimass.http.routes import Answer, Param, Params, Route
+from aimass.http.routes import Answer, Param, Params, Route, json_content
 from aimass.lifecycle.runs import FAILED, RUNNING, SUCCEEDED, RunStore
 from aimass.roles import Role
 
@@ -78,11 +78,7 @@ class RunRoutes:
                     Param.string("status", "query", choices=(RUNNING, SUCCEEDED, FAILED)),
                     Param.integer("limit", "query", low=1, high=1000, description="default 50"),
                 ),
-                answers=(
-                    Answer(
-                        200, "runs", {"application/json": {"$ref": "#/components/schemas/RunList"}}
-                    ),
-                ),
+                answers=(Answer(200, "runs", json_content("RunList")),),
                 **common,
             ),
             Route(
@@ -92,11 +88,7 @@ class RunRoutes:
                 "One run, with its progress while it runs",
                 self.get_run,
                 params=(Param.integer("id", low=1),),
-                answers=(
-                    Answer(
-                        200, "the run", {"application/json": {"$ref": "#/components/schemas/Run"}}
-                    ),
-                ),
+                answers=(Answer(200, "the run", json_content("Run")),),
                 errors=(ErrorCode.NOT_FOUND,),
                 **common,
             ),

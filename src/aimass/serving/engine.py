@@ -172,7 +172,7 @@ class Engine:
             try:
                 scheduler = entry.schedulers.get(request.capability)
                 if scheduler is None:
-                    raise _incapable(request, info)
+                    raise _incapable(request.model, request.capability, info)
                 result = await scheduler.submit(request)
             finally:
                 self._cache.release(entry)
@@ -208,9 +208,14 @@ class Engine:
         return await self._router.model(name)
 
     @staticmethod
-    def capabilities(info: VersionInfo) -> frozenset[Capability]:
-        """What a version can be asked to do (its runtime says, from its manifest)."""
-        return runtime_class(info.manifest.runtime).capabilities_for(info.manifest)
+    def require(info: VersionInfo, capability: Capability, model: str) -> None:
+        """INVALID_INPUT unless the version ``model`` named can do ``capability``.
+
+        For an adapter that must know before it builds the request; a request
+        for a capability the version lacks is refused the same way anyway.
+        """
+        if capability not in runtime_class(info.manifest.runtime).capabilities_for(info.manifest):
+            raise _incapable(model, capability, info)
 
     async def is_ready(self, model: str, version: int | None = None) -> bool:
         """Whether the version a reference names is loaded; NOT_FOUND if there is none.
@@ -259,11 +264,10 @@ class Engine:
         return checker
 
 
-def _incapable(request: InferRequest, info: VersionInfo) -> AimassError:
+def _incapable(model: str, capability: Capability, info: VersionInfo) -> AimassError:
     return AimassError(
         ErrorCode.INVALID_INPUT,
-        f"model '{request.model}' {_CANNOT[request.capability]} "
-        f"(its task is {info.manifest.task.value})",
+        f"model '{model}' {_CANNOT[capability]} (its task is {info.manifest.task.value})",
         param="model",
     )
 

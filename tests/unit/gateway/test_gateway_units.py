@@ -95,6 +95,28 @@ def test_quota_binds_and_rolls_over() -> None:
     assert limiter.take("k", policy).allowed
 
 
+class _TwoSlots(MemoryLimiter):
+    """A table of two slots, so a third bucket must take one of them."""
+
+    _SLOTS = 2
+    _PROBES = 2
+
+
+def test_a_full_table_gives_up_the_bucket_idle_longest_not_the_oldest() -> None:
+    clock = Clock(datetime(2026, 5, 1, tzinfo=UTC).timestamp())
+    limiter = _TwoSlots(clock)
+    policy = Policy(quota=1, quota_period="day")
+    assert limiter.take("busy", policy).allowed  # made first...
+    clock.now += 5
+    assert limiter.take("idle", policy).allowed
+    clock.now += 5
+    assert not limiter.take("busy", policy).allowed  # ...but used last
+    clock.now += 1
+    assert limiter.take("new", policy).allowed  # takes the slot "idle" held
+    assert not limiter.take("busy", policy).allowed  # its day's quota is still spent
+    assert limiter.take("idle", policy).allowed  # given up: it starts full
+
+
 @pytest.mark.parametrize(
     ("method", "path", "role", "model"),
     [
