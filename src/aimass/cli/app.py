@@ -23,6 +23,7 @@ from aimass.cli import (
     imports,
     keys,
     models,
+    predict,
     runs,
     serve,
     train,
@@ -69,6 +70,7 @@ app.command("serve")(serve.serve)
 app.command("train")(train.train)
 app.command("tune")(tune.tune)
 app.command("evaluate")(evaluate.evaluate)
+app.command("predict")(predict.predict)
 app.add_typer(runs.app, name="runs")
 app.add_typer(alias.app, name="alias")
 app.command("card")(card.card)

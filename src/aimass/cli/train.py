@@ -30,6 +30,7 @@ def progress_bar(title: str, *, quiet: bool = False) -> Iterator[Callable[[str, 
         TimeElapsedColumn(),
         TextColumn("{task.fields[step]}"),
         console=error_console,
+        redirect_stdout=False,  # stdout may be the command's answer (predict's CSV)
     ) as bar:
         task = bar.add_task(title, total=1.0, step="starting")
 

@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from aimass.lifecycle.gates import Requirement, promote
     from aimass.lifecycle.mlflow_import import import_mlflow
     from aimass.lifecycle.runs import RunRecord, RunStore
+    from aimass.lifecycle.scoring import BatchPrediction, predict_file, predict_frame
     from aimass.lifecycle.spec import TrainSpec, load_spec, parse_spec
     from aimass.lifecycle.train import Trainer, TrainResult, train_and_register
     from aimass.lifecycle.tune import Tuner, TuneResult
 
 __all__ = [
     "Assessment",
+    "BatchPrediction",
     "BuildContext",
     "CardFiles",
     "CrossValidation",
@@ -58,6 +60,8 @@ __all__ = [
     "import_mlflow",
     "load_spec",
     "parse_spec",
+    "predict_file",
+    "predict_frame",
     "promote",
     "train_and_register",
     "write_card",
@@ -82,6 +86,7 @@ __getattr__ = lazy_exports(
             "gates": ("Requirement", "promote"),
             "mlflow_import": ("import_mlflow",),
             "runs": ("RunRecord", "RunStore"),
+            "scoring": ("BatchPrediction", "predict_file", "predict_frame"),
             "spec": ("TrainSpec", "load_spec", "parse_spec"),
             "train": ("Trainer", "TrainResult", "train_and_register"),
             "tune": ("Tuner", "TuneResult"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimass.errors import AimassError, ErrorCode
-from aimass.lifecycle.data import fingerprint, read_table, split_target
+from aimass.lifecycle.data import check_columns, fingerprint, read_table, split_target
 from aimass.lifecycle.evaluate import Evaluation, evaluate_version
 from aimass.lifecycle.runs import RunRecord, RunStore
 from aimass.registry import Registry
@@ -52,11 +52,7 @@ def assess(
     dataset = split_target(read_table(data), target, None, str(data))
     columns = info.manifest.options.get("columns")
     if columns is not None:
-        missing = [c for c in columns if c not in dataset.features.columns]
-        if missing:
-            raise AimassError(
-                ErrorCode.INVALID_INPUT, f"{data}: the model needs column(s) {missing}"
-            )
+        check_columns(dataset.features.columns, columns, str(data))
         dataset = split_target(
             dataset.features.assign(**{target: dataset.target}), target, columns, str(data)
         )

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from aimass.contract.runtime import Arrays
 from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.spec import CVSpec
@@ -31,6 +32,7 @@ __all__ = [
     "evaluate_estimator",
     "evaluate_predictions",
     "evaluate_version",
+    "frame_inputs",
     "higher_is_better",
 ]
 
@@ -249,6 +251,17 @@ def evaluate_estimator(
     )
 
 
+def frame_inputs(model: LoadedModel, frame: Any) -> Arrays:
+    """A data frame as a version's named inputs: by column when it records them, else a matrix.
+
+    Evaluation and batch scoring both feed a version this way, so what they
+    score is what the version answers when served.
+    """
+    if model.manifest.options.get("columns") is None and hasattr(frame, "to_numpy"):
+        frame = frame.to_numpy()
+    return model.runtime.to_inputs(frame)
+
+
 def evaluate_version(
     model: LoadedModel,
     features: Any,
@@ -265,9 +278,7 @@ def evaluate_version(
             f"{model.name}:{model.version} is a {task.value} model; evaluation covers "
             "classification and regression",
         )
-    if model.runtime.manifest.options.get("columns") is None and hasattr(features, "to_numpy"):
-        features = features.to_numpy()
-    outputs = model.predict_named(model.runtime.to_inputs(features))
+    outputs = model.predict_named(frame_inputs(model, features))
     primary = model.manifest.signature.outputs[0].name
     proba = outputs.get("probabilities") if task is Task.CLASSIFICATION else None
     if task is Task.CLASSIFICATION and classes is None:
