@@ -36,6 +36,7 @@ from aimass.http.routes import FastPath, RouteTable
 from aimass.lifecycle.runs import RunStore
 from aimass.registry.registry import Registry
 from aimass.server import openai, runs
+from aimass.server.docs import ApiDocs
 from aimass.server.identity import WorkerHeader
 from aimass.server.oip import OipRoutes
 from aimass.server.openai import OpenAIRoutes
@@ -78,6 +79,7 @@ def route_table(
             *RunRoutes(RunStore(registry.database)).routes(),
             *AdminRoutes(gateway).routes(),
             document.route(),
+            *ApiDocs().routes(),
         ],
         {**OIP_WIRE, **openai.SCHEMAS, **runs.SCHEMAS, **admin.SCHEMAS},
     )

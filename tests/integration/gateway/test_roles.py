@@ -21,6 +21,8 @@ ENDPOINTS: list[tuple[str, str, str, Any, tuple[int, ...]]] = [
     ("health live", "GET", "/v2/health/live", None, (200, 200, 200, 200, 200)),
     ("health ready", "GET", "/v2/health/ready", None, (200, 200, 200, 200, 200)),
     ("openapi", "GET", "/openapi.json", None, (200, 200, 200, 200, 200)),
+    ("api docs", "GET", "/docs", None, (200, 200, 200, 200, 200)),
+    ("api docs file", "GET", "/docs/swagger-ui.css", None, (200, 200, 200, 200, 200)),
     ("server metadata", "GET", "/v2", None, (401, 401, 200, 200, 200)),
     ("model metadata", "GET", "/v2/models/iris", None, (401, 401, 200, 200, 200)),
     (

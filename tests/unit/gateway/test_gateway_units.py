@@ -122,6 +122,8 @@ def test_a_full_table_gives_up_the_bucket_idle_longest_not_the_oldest() -> None:
     [
         ("GET", "/v2/health/ready", None, None),
         ("GET", "/openapi.json", None, None),
+        ("GET", "/docs", None, None),
+        ("GET", "/docs/swagger-ui-bundle.js", None, None),
         ("POST", "/v2/models/iris@production/infer", Role.INVOKER, "iris@production"),
         ("GET", "/v1/models/iris", Role.INVOKER, "iris"),
         ("POST", "/v2/repository/models/iris/load", Role.DEPLOYER, "iris"),
