@@ -218,6 +218,12 @@ class TorchRuntime(Runtime):
 
     @override
     @classmethod
+    def unpickles_on_load(cls, manifest: Manifest) -> bool:
+        # A plan serves without the module; _load_module guards the pickle.
+        return "onnx_plan" not in manifest.options
+
+    @override
+    @classmethod
     def fork_policy(cls, manifest: Manifest, loaded: Runtime | None = None) -> ForkPolicy:
         if manifest.options.get("threads") not in (None, 1):
             return ForkPolicy(
@@ -249,7 +255,7 @@ def _load_module(
     torch = require("torch", TorchRuntime.extra)
     fmt = manifest.format
     if fmt != "state_dict":
-        refuse_pickle(options, f"this torch model ({fmt})")
+        refuse_pickle(options.allow_pickle, f"this torch model ({fmt})")
     # Threads are process-wide in torch: only a model that asked for a
     # count changes it, and only when it is loaded, never on import.
     threads = manifest.options.get("threads")
