@@ -167,6 +167,12 @@ def test_a_model_file_the_named_runtime_does_not_read_is_invalid_input(
         lenient.register(garbage, "garbage")
     assert parsing.value.code is ErrorCode.INVALID_INPUT
     assert "is not an ONNX model" in parsing.value.message
+    program = tmp_path / "garbage.pt2"
+    program.write_bytes(b"not a zip archive")
+    with pytest.raises(AimassError) as exporting:
+        lenient.register(program, "garbage", sample_input=np.ones((1, 2), dtype=np.float32))
+    assert exporting.value.code is ErrorCode.INVALID_INPUT
+    assert "is not a torch.export program" in exporting.value.message
 
 
 def _register_in_main(tmp_path: Path, function: str) -> subprocess.CompletedProcess[str]:

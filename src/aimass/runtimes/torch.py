@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -296,6 +297,13 @@ def _save_program_file(path: Path, directory: Path, sample_input: Any, version: 
     shutil.copyfile(path, target)
     inputs = _sample_arrays(sample_input)
     single = not isinstance(sample_input, Mapping)
+    # A program is a zip archive; torch logs a traceback for any other file.
+    if not zipfile.is_zipfile(target):
+        target.unlink()
+        raise AimassError(
+            ErrorCode.INVALID_INPUT,
+            f"{path.name} is not a torch.export program (not a zip archive)",
+        )
     module = load_export(target, {})
     try:
         outputs = _run_sample(module, inputs, single)
