@@ -107,3 +107,19 @@ def registry(settings: Settings) -> Iterator[Registry]:
 def local_settings(tmp_path: Path) -> Settings:
     """Settings for the embedded defaults: SQLite and a local directory under a temp home."""
     return Settings(home=tmp_path / "home")
+
+
+class PickleTrap:
+    """Pickles to a call that creates :attr:`marker`: proof that something unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def pickle_trap(tmp_path: Path) -> PickleTrap:
+    """A trap to pickle into a file that must never be opened; its marker says if it was."""
+    return PickleTrap(tmp_path / "unpickled")

@@ -15,6 +15,7 @@ import pytest
 
 from aimass.testing.cli import Cli
 from aimass.testing.models import iris_classifier, iris_onnx
+from tests.conftest import PickleTrap
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,40 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
 def demo(cli: Cli) -> dict[str, Any]:
     report: dict[str, Any] = cli.json("demo")
     return report
+
+
+def _flat(text: str) -> str:
+    """What the terminal wrapped, back on one line."""
+    return " ".join(text.split())
+
+
+def test_with_pickles_off_register_refuses_a_pickle_before_opening_it(
+    tmp_path: Path, pickle_trap: PickleTrap
+) -> None:
+    strict = Cli(tmp_path)
+    strict.env["AIMASS_REGISTRY__ALLOW_PICKLE"] = "false"
+    joblib.dump(pickle_trap, tmp_path / "clf.joblib")
+    done = strict.run("models", "register", "jl3", str(tmp_path / "clf.joblib"), ok=False)
+    assert done.returncode == 1
+    message = _flat(done.stderr)
+    assert "clf.joblib is a pickle" in message and "pickles are off" in message
+    assert "set AIMASS_REGISTRY__ALLOW_PICKLE=true" in message
+    assert not pickle_trap.marker.exists()
+
+
+def test_register_names_the_runtime_option_and_what_was_wrong(cli: Cli, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model\n")
+    unknown = cli.run("models", "register", "x", str(notes), ok=False)
+    assert unknown.returncode == 1
+    message = _flat(unknown.stderr)
+    assert "pass --runtime (one of: python, xgboost, lightgbm, sklearn, torch, onnx" in message
+    assert "runtime=..." not in message
+    wrong = cli.run("models", "register", "x", "/etc/passwd", "--runtime", "onnx", ok=False)
+    assert wrong.returncode == 1
+    assert "/etc/passwd is not a model file or directory the onnx runtime reads" in _flat(
+        wrong.stderr
+    )
 
 
 def test_demo_registers_every_demo_model_with_a_production_alias(

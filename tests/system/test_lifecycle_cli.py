@@ -133,3 +133,32 @@ def test_import_mlflow(cli: Cli) -> None:
     assert imported["manifest"]["signature"]["inputs"][0]["name"] == "sepal length (cm)"
     missing = cli.run("import", "mlflow", "nowhere", ok=False)
     assert "no MLmodel file" in missing.stderr
+
+
+def test_import_mlflow_pyfunc_is_unsafe_and_refused_with_pickles_off(cli: Cli) -> None:
+    script = (
+        "import mlflow.pyfunc, pandas as pd\n"
+        "from mlflow.models import infer_signature\n"
+        "class Scaled(mlflow.pyfunc.PythonModel):\n"
+        "    def predict(self, context, model_input, params=None):\n"
+        "        return model_input * 2\n"
+        "x = pd.DataFrame({'a': [1.0, 2.0]})\n"
+        "mlflow.pyfunc.save_model('pyfunc-dir', python_model=Scaled(),"
+        " signature=infer_signature(x, x * 2))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script], cwd=cli.cwd, env=cli.env, check=True, capture_output=True
+    )
+    strict = Cli(cli.cwd)
+    strict.env["AIMASS_REGISTRY__ALLOW_PICKLE"] = "false"
+    refused = strict.run("import", "mlflow", "pyfunc-dir", "--name", "imp-pyfunc", ok=False)
+    assert refused.returncode == 1
+    assert "python_model.pkl is a pickle" in " ".join(refused.stderr.split())
+    imported = cli.json("import", "mlflow", "pyfunc-dir", "--name", "imp-pyfunc")
+    assert imported["manifest"]["unsafe"] is True
+    load = "import aimass\naimass.load('imp-pyfunc:1')\n"
+    loading = subprocess.run(
+        [sys.executable, "-c", load], cwd=cli.cwd, env=strict.env, capture_output=True, text=True
+    )
+    assert loading.returncode != 0
+    assert "python_model.pkl of model imp-pyfunc:1 is a pickle" in loading.stderr

@@ -140,10 +140,12 @@ def register(
     """Register a model file or directory as a new version."""
     if not path.exists():
         raise AimassError(ErrorCode.NOT_FOUND, f"{path} does not exist")
-    info = _registry(ctx).register(
-        _open_model(path),
+    registry = _registry(ctx)
+    model = _open_model(path, registry.load_options.allow_pickle)
+    info = registry.register(
+        model,
         name,
-        runtime=runtime,
+        runtime=runtime or _detect(model, path),
         task=task,
         description=description,
         tags=_pairs(tag or []),
@@ -156,9 +158,26 @@ def register(
         console.print(f"registered [bold]{info.ref}[/bold] ({info.manifest.runtime})")
 
 
-def _open_model(path: Path) -> Any:
+def _detect(model: Any, path: Path) -> str:
+    """The runtime for ``model``, or an error naming ``--runtime`` and the runtimes there are."""
+    from aimass.runtimes import RUNTIMES, detect_runtime
+
+    try:
+        return detect_runtime(model).name
+    except AimassError:
+        raise AimassError(
+            ErrorCode.UNSUPPORTED,
+            f"cannot tell which runtime reads {path}; pass --runtime "
+            f"(one of: {', '.join(RUNTIMES)})",
+        ) from None
+
+
+def _open_model(path: Path, allow_pickle: bool) -> Any:
     """What to hand the runtimes: the path itself, or the object a pickle/skops file holds."""
     if path.suffix in (".joblib", ".pkl", ".pickle"):
+        from aimass.runtimes.loading import refuse_pickle
+
+        refuse_pickle(allow_pickle, path.name)
         import joblib
 
         error_console.print(

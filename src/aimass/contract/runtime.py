@@ -261,6 +261,16 @@ class Runtime(ABC):
         return frozenset(found)
 
     @classmethod
+    def unpickles_on_load(cls, manifest: Manifest) -> bool:
+        """Whether loading a version whose files hold a pickle unpickles one.
+
+        The default says yes, so the registry refuses such a version while
+        pickles are off. A runtime that serves without opening its pickle (an
+        ONNX serving plan) says no and refuses the pickle where it reads it.
+        """
+        return True
+
+    @classmethod
     def fork_policy(cls, manifest: Manifest, loaded: Runtime | None = None) -> ForkPolicy:
         """How a version may be loaded before a fork; asked again once it is ``loaded``.
 

@@ -6,7 +6,9 @@ request, every type it holds), and a pickle or cloudpickle file only when the
 registry allows pickles; the estimator is then registered like any
 scikit-learn model. Any other model with a ``python_function`` flavor is
 registered as a :class:`MlflowPyfuncModel`, which ships the whole directory
-and loads it with ``mlflow.pyfunc`` (so serving it needs MLflow installed).
+and loads it with ``mlflow.pyfunc`` (so serving it needs MLflow installed);
+a directory holding a pickle (``python_model.pkl``, cloudpickle) makes the
+version ``unsafe``, and with pickles off it is refused before MLflow opens it.
 
 The MLflow signature is kept: its input schema decides the sample the
 aimass signature is inferred from (column names and types, or the tensor's
@@ -27,7 +29,7 @@ from aimass.contract.runtime import Arrays
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry import Registry, VersionInfo
 from aimass.runtimes.custom import PythonModel
-from aimass.runtimes.loading import require
+from aimass.runtimes.loading import refuse_pickle, require
 
 __all__ = ["MlflowModel", "MlflowPyfuncModel", "import_mlflow", "read_mlmodel"]
 
@@ -160,12 +162,7 @@ def _load_sklearn(model: MlflowModel, registry: Registry, trust_types: bool) -> 
                 "import with --trust if you trust this model",
             )
         return skops.io.load(path, trusted=trusted + untrusted)
-    if not registry.load_options.allow_pickle:
-        raise AimassError(
-            ErrorCode.UNSAFE_FORMAT,
-            f"{path.name} is a {serialization} file, which runs code when loaded, and "
-            "AIMASS_REGISTRY__ALLOW_PICKLE is false",
-        )
+    refuse_pickle(registry.load_options.allow_pickle, f"{path.name} ({serialization})")
     import joblib
 
     return joblib.load(path)

@@ -11,6 +11,7 @@ the runtime open them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -32,7 +33,9 @@ from aimass.registry.artifacts import ArtifactStore, open_artifact_store
 from aimass.registry.records import AliasEvent, ModelInfo, VersionInfo
 from aimass.registry.store import ARCHIVED, READY, MetadataStore
 from aimass.runtimes import detect_runtime, runtime_class
+from aimass.runtimes.loading import refuse_pickle
 from aimass.runtimes.model import LoadedModel
+from aimass.runtimes.pickles import is_pickled, pickled_files
 from aimass.settings import Settings
 
 __all__ = ["Registry"]
@@ -109,8 +112,12 @@ class Registry:
         The runtime is detected from the object unless named; the signature
         is inferred from ``sample_input`` unless given; extra keyword
         arguments are the runtime's save options (an unknown one is refused);
-        the registry's settings give the defaults of ``prefer_safe`` and
-        ``onnx_serving_plan`` to the runtimes that take them.
+        the registry's settings give the defaults of ``prefer_safe``,
+        ``onnx_serving_plan`` and ``allow_pickle`` to the runtimes that take them.
+
+        The version is ``unsafe`` when any file the runtime stored is or holds
+        a pickle, whatever the runtime said. With pickles off, a file given as
+        ``obj`` that is a pickle is refused before anything reads it.
         """
         if not _NAME.match(name):
             raise AimassError(
@@ -118,10 +125,20 @@ class Registry:
                 f"model name '{name}' must start with a letter or digit and hold only "
                 "letters, digits, '.', '_' and '-' (at most 128)",
             )
+        if isinstance(obj, os.PathLike):
+            path = Path(obj)
+            if path.is_file() and is_pickled(path):
+                refuse_pickle(self.load_options.allow_pickle, str(path))
         cls = runtime_class(runtime) if runtime else detect_runtime(obj)
+        if runtime and isinstance(obj, os.PathLike) and not cls.handles(obj):
+            raise AimassError(
+                ErrorCode.INVALID_INPUT,
+                f"{obj} is not a model file or directory the {cls.name} runtime reads",
+            )
         defaults = {
             "prefer_safe": self.prefer_safe_formats,
             "onnx_serving_plan": self.onnx_serving_plans,
+            "allow_pickle": self.load_options.allow_pickle,
         }
         with tempfile.TemporaryDirectory(prefix="aimass-register-") as staging:
             files_dir = Path(staging)
@@ -129,6 +146,8 @@ class Registry:
                 obj, files_dir, sample_input=sample_input, defaults=defaults, **save_options
             )
             files = _hash_tree(files_dir)
+            if pickled_files(files_dir):
+                saved = dataclasses.replace(saved, unsafe=True)
             manifest = saved.to_manifest(
                 cls.name,
                 files=files,
@@ -259,12 +278,23 @@ class Registry:
     def load(
         self, name: str, version: int | None = None, *, alias: str | None = None
     ) -> LoadedModel:
-        """Load a version (by number, alias, or the latest) ready to predict."""
+        """Load a version (by number, alias, or the latest) ready to predict.
+
+        With pickles off, a version whose files hold a pickle is refused before
+        its runtime opens anything, unless the runtime says it serves without
+        unpickling (an ONNX serving plan) and guards the pickle itself.
+        """
         info = self.get_version(name, version, alias=alias)
+        cls = runtime_class(info.manifest.runtime)
         directory = self.materialize(info)
-        runtime = runtime_class(info.manifest.runtime).load(
-            directory, info.manifest, self.load_options
-        )
+        if not self.load_options.allow_pickle and cls.unpickles_on_load(info.manifest):
+            # The files, not only the manifest: versions saved before the
+            # manifest said so may hold pickles it does not mention.
+            found = pickled_files(directory)
+            if found or info.manifest.unsafe:
+                what = f"{found[0]} of model {info.ref}" if found else f"model {info.ref}"
+                refuse_pickle(self.load_options.allow_pickle, what)
+        runtime = cls.load(directory, info.manifest, self.load_options)
         return LoadedModel(info.model, info.version, runtime)
 
     def materialize(self, info: VersionInfo) -> Path:

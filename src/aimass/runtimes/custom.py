@@ -14,8 +14,11 @@ the one inferred from ``sample_input`` (for variable dimensions)::
         def predict(self, inputs):
             return {"output": inputs["input"] * 2}
 
-The version records the class as ``module:qualname``; the instance itself is
-never pickled, so the files are inert data. Loading, however, imports the
+The version records the class as ``module:qualname`` (in the manifest and in
+``python_model.json``, so a model with no files of its own still has one); the
+instance itself is never pickled, so the files are inert data, unless an
+artifact is a pickle: the version is then ``unsafe``, and with pickles off the
+artifact is refused before the model's ``load`` could read it. Loading, however, imports the
 recorded module and runs the user's code: that is why the manifest names the
 class and why only versions from trusted authors should be loaded. At load the
 class is constructed with no arguments and ``load`` is called with the
@@ -24,6 +27,7 @@ directory holding the artifacts, so all state must come from there.
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import sys
@@ -39,12 +43,14 @@ from aimass.contract.manifest import Manifest
 from aimass.contract.runtime import Arrays, LoadOptions, Runtime, Saved, SaveOptions
 from aimass.contract.signature import Signature, as_array
 from aimass.errors import AimassError, ErrorCode
-from aimass.runtimes.loading import class_path, import_class
+from aimass.runtimes.loading import class_path, import_class, refuse_pickle
+from aimass.runtimes.pickles import pickled_files
 
 __all__ = ["PythonModel", "PythonOptions", "PythonRuntime"]
 
 _ARTIFACTS = "artifacts"
 _CODE = "code"
+_CLASS_FILE = "python_model.json"
 _CODE_PATHS_HINT = "define it at the top level of a module file and list that file in code_paths"
 
 
@@ -77,6 +83,8 @@ class PythonOptions(SaveOptions):
     """Modules or package directories the class needs (default: the class's)."""
     signature: Signature | None = None
     """The signature, instead of the one inferred from ``sample_input`` (variable dimensions)."""
+    allow_pickle: bool = True
+    """Whether an artifact may be a pickle (default: ``AIMASS_REGISTRY__ALLOW_PICKLE``)."""
 
 
 class PythonRuntime(Runtime):
@@ -107,6 +115,10 @@ class PythonRuntime(Runtime):
         artifacts = dict(obj.artifacts if options.artifacts is None else options.artifacts)
         code_paths = list(obj.code_paths if options.code_paths is None else options.code_paths)
         _copy_artifacts(artifacts, directory / _ARTIFACTS)
+        pickles = pickled_files(directory / _ARTIFACTS)
+        if pickles:
+            refuse_pickle(options.allow_pickle, f"artifact {pickles[0]}")
+        (directory / _CLASS_FILE).write_text(json.dumps({"class": path}) + "\n")
         code_names = _copy_code(code_paths, directory / _CODE)
         given = options.signature
         if sample_input is None and given is None:

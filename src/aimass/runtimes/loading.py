@@ -16,7 +16,6 @@ from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from aimass.contract.manifest import Manifest, sha256_of
-from aimass.contract.runtime import LoadOptions
 from aimass.errors import AimassError, ErrorCode
 
 __all__ = ["Lazy", "artifact_path", "class_path", "import_class", "refuse_pickle", "require"]
@@ -80,13 +79,13 @@ def class_path(cls: type, *, hint: str) -> str:
     return path
 
 
-def refuse_pickle(options: LoadOptions, what: str) -> None:
-    """Raise UNSAFE_FORMAT if the settings forbid loading pickled artifacts."""
-    if not options.allow_pickle:
+def refuse_pickle(allowed: bool, what: str) -> None:
+    """UNSAFE_FORMAT unless pickles are ``allowed`` (``AIMASS_REGISTRY__ALLOW_PICKLE``)."""
+    if not allowed:
         raise AimassError(
             ErrorCode.UNSAFE_FORMAT,
-            f"{what} is a pickle artifact, which runs code when loaded, and "
-            "AIMASS_REGISTRY__ALLOW_PICKLE is false",
+            f"{what} is a pickle, which runs code when it is opened, and pickles are off; "
+            "set AIMASS_REGISTRY__ALLOW_PICKLE=true to allow them for files you trust",
         )
 
 

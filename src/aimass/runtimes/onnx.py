@@ -70,7 +70,7 @@ class OnnxRuntime(Runtime):
     def write(cls, obj: Any, directory: Path, *, sample_input: Any, options: OnnxOptions) -> Saved:
         onnx = require("onnx", cls.extra)
         ort = require("onnxruntime", cls.extra)
-        model = onnx.load(os.fspath(obj)) if isinstance(obj, os.PathLike) else obj
+        model = _read(onnx, obj) if isinstance(obj, os.PathLike) else obj
         try:
             onnx.checker.check_model(model)
         except onnx.checker.ValidationError as exc:
@@ -237,3 +237,13 @@ def _complete(signature: Signature, outputs: Arrays) -> Signature:
             spec = spec.model_copy(update={"shape": (-1, *value.shape[1:])})
         specs.append(spec)
     return Signature(inputs=signature.inputs, outputs=tuple(specs))
+
+
+def _read(onnx: Any, path: os.PathLike[str]) -> Any:
+    """The model in the file at ``path``; INVALID_INPUT if it is not an ONNX protobuf."""
+    try:
+        return onnx.load(os.fspath(path))
+    except Exception as exc:  # protobuf's DecodeError, or whatever a truncated file raises
+        raise AimassError(
+            ErrorCode.INVALID_INPUT, f"{os.fspath(path)} is not an ONNX model ({exc})"
+        ) from exc

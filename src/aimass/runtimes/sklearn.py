@@ -50,11 +50,16 @@ from aimass.convert.plan import Plan, open_plan
 from aimass.convert.sklearn import make_sklearn_plan
 from aimass.errors import AimassError, ErrorCode
 from aimass.runtimes.loading import Lazy, artifact_path, refuse_pickle, require
+from aimass.runtimes.pickles import refuse_unportable
 
 __all__ = ["SklearnOptions", "SklearnRuntime"]
 
 _SKOPS_FILE = "model.skops"
 _JOBLIB_FILE = "model.joblib"
+_IMPORTABLE_HINT = (
+    "define it with def at the top level of a module the serving process can import "
+    "(a .py file on its PYTHONPATH, or an installed package), then register again"
+)
 
 
 class SklearnOptions(SaveOptions):
@@ -111,6 +116,9 @@ class SklearnRuntime(Runtime):
         sklearn = require("sklearn", cls.extra)
         from sklearn.base import is_classifier, is_regressor
 
+        # Both skops and joblib store functions and classes by name: one that
+        # only this process can import would save, load here, and fail elsewhere.
+        refuse_unportable(obj, _IMPORTABLE_HINT)
         columns = _columns_of(sample_input)
         sample = _sample(obj, sample_input)
         inputs = _to_named(sample, columns)
@@ -142,6 +150,12 @@ class SklearnRuntime(Runtime):
             unsafe=fmt == "pickle",
             options=saved_options,
         )
+
+    @override
+    @classmethod
+    def unpickles_on_load(cls, manifest: Manifest) -> bool:
+        # A plan serves without the estimator; _load_estimator guards the pickle.
+        return "onnx_plan" not in manifest.options
 
     @override
     @classmethod
@@ -193,7 +207,7 @@ def _load_estimator(
 
         path = artifact_path(directory, _SKOPS_FILE, manifest, recheck=lazily)
         return skops.io.load(path, trusted=manifest.options["trusted"])
-    refuse_pickle(options, "this scikit-learn model")
+    refuse_pickle(options.allow_pickle, "this scikit-learn model")
     import joblib
 
     path = artifact_path(directory, _JOBLIB_FILE, manifest, recheck=lazily)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -218,6 +219,12 @@ class TorchRuntime(Runtime):
 
     @override
     @classmethod
+    def unpickles_on_load(cls, manifest: Manifest) -> bool:
+        # A plan serves without the module; _load_module guards the pickle.
+        return "onnx_plan" not in manifest.options
+
+    @override
+    @classmethod
     def fork_policy(cls, manifest: Manifest, loaded: Runtime | None = None) -> ForkPolicy:
         if manifest.options.get("threads") not in (None, 1):
             return ForkPolicy(
@@ -249,7 +256,7 @@ def _load_module(
     torch = require("torch", TorchRuntime.extra)
     fmt = manifest.format
     if fmt != "state_dict":
-        refuse_pickle(options, f"this torch model ({fmt})")
+        refuse_pickle(options.allow_pickle, f"this torch model ({fmt})")
     # Threads are process-wide in torch: only a model that asked for a
     # count changes it, and only when it is loaded, never on import.
     threads = manifest.options.get("threads")
@@ -290,6 +297,13 @@ def _save_program_file(path: Path, directory: Path, sample_input: Any, version: 
     shutil.copyfile(path, target)
     inputs = _sample_arrays(sample_input)
     single = not isinstance(sample_input, Mapping)
+    # A program is a zip archive; torch logs a traceback for any other file.
+    if not zipfile.is_zipfile(target):
+        target.unlink()
+        raise AimassError(
+            ErrorCode.INVALID_INPUT,
+            f"{path.name} is not a torch.export program (not a zip archive)",
+        )
     module = load_export(target, {})
     try:
         outputs = _run_sample(module, inputs, single)

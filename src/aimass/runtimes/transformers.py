@@ -36,7 +36,7 @@ from aimass.contract.manifest import Manifest
 from aimass.contract.runtime import Arrays, ForkPolicy, LoadOptions, Runtime, Saved, SaveOptions
 from aimass.contract.signature import Signature, Task, as_array
 from aimass.errors import AimassError, ErrorCode
-from aimass.runtimes.loading import require
+from aimass.runtimes.loading import refuse_pickle, require
 from aimass.runtimes.torch import torch_fork_guard
 
 __all__ = [
@@ -58,6 +58,8 @@ class TransformersOptions(SaveOptions):
 
     normalize: bool = False
     """Scale every embedding to unit length (models that end in a Normalize module always do)."""
+    allow_pickle: bool = True
+    """Whether pickled weights may be read to convert them (default: the registry's setting)."""
 
 
 class TransformersRuntime(Runtime):
@@ -100,7 +102,7 @@ class TransformersRuntime(Runtime):
                     f"{obj} holds neither a sentence-transformers model nor a "
                     "sequence-classification model",
                 )
-            obj = _copy_or_convert(obj, directory, kind)
+            obj = _copy_or_convert(obj, directory, kind, options.allow_pickle)
         elif _is_sentence_transformer(obj):
             obj.save(str(directory))
         elif getattr(obj, "task", None) == "text-classification":
@@ -317,9 +319,11 @@ def _directory_kind(path: Path) -> str | None:
     return None
 
 
-def _copy_or_convert(source: Path, directory: Path, kind: str) -> Any:
+def _copy_or_convert(source: Path, directory: Path, kind: str, allow_pickle: bool) -> Any:
     """Copy a model directory's safe files, or re-save it as safetensors; return the model."""
-    if any(source.rglob("*.safetensors")):
+    if not any(source.rglob("*.safetensors")):
+        refuse_pickle(allow_pickle, f"the weight file of {source} (not safetensors)")
+    else:
         shutil.copytree(
             source,
             directory,

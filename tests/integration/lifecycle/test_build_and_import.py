@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from aimass.contract.manifest import LineageMethod
+from aimass.contract.runtime import LoadOptions
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.build import BuildContext, build_context
 from aimass.lifecycle.mlflow_import import import_mlflow
@@ -230,7 +231,8 @@ def test_mlflow_tensor_signature_and_pickle_format(lc_registry: Registry, tmp_pa
     assert lc_registry.load("mlflow-lr").predict(matrix).tolist() == clf.predict(matrix).tolist()
 
 
-def test_mlflow_pyfunc_round_trip(lc_registry: Registry, tmp_path: Path) -> None:
+def _save_pyfunc(path: Path) -> None:
+    """An MLflow ``python_function`` model: its class is cloudpickled into python_model.pkl."""
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
@@ -241,15 +243,31 @@ def test_mlflow_pyfunc_round_trip(lc_registry: Registry, tmp_path: Path) -> None
             return model_input * 2.0
 
     x, _ = _iris()
-    path = tmp_path / "mlflow-pyfunc"
     mlflow.pyfunc.save_model(
         str(path),
         python_model=Scaled(),
         signature=infer_signature(x, x * 2.0),
         input_example=x.head(2),
     )
+
+
+def _without_pickles(registry: Registry, cache: Path) -> Registry:
+    """The same library, opened by a process whose settings turn pickles off."""
+    return Registry(
+        registry.store,
+        registry.artifacts,
+        cache_dir=cache,
+        load_options=LoadOptions(allow_pickle=False),
+    )
+
+
+def test_mlflow_pyfunc_round_trip(lc_registry: Registry, tmp_path: Path) -> None:
+    x, _ = _iris()
+    path = tmp_path / "mlflow-pyfunc"
+    _save_pyfunc(path)
     info = import_mlflow(lc_registry, path, "mlflow-pyfunc")
     assert info.manifest.runtime == "python"
+    assert info.manifest.unsafe  # python_model.pkl is a cloudpickle
     assert [s.name for s in info.manifest.signature.inputs] == [str(c) for c in x.columns]
     loaded = lc_registry.load("mlflow-pyfunc")
     named = {str(c): x[c].to_numpy() for c in x.columns}
@@ -261,3 +279,19 @@ def test_not_an_mlflow_directory(lc_registry: Registry, tmp_path: Path) -> None:
     with pytest.raises(AimassError) as caught:
         import_mlflow(lc_registry, tmp_path, "nothing")
     assert caught.value.code is ErrorCode.NOT_FOUND and "no MLmodel file" in caught.value.message
+
+
+def test_mlflow_pyfunc_is_refused_with_pickles_off(lc_registry: Registry, tmp_path: Path) -> None:
+    path = tmp_path / "mlflow-pyfunc"
+    _save_pyfunc(path)
+    info = import_mlflow(lc_registry, path, "imp-pyfunc")
+    strict = _without_pickles(lc_registry, tmp_path / "cache")
+    with pytest.raises(AimassError) as loading:
+        strict.load("imp-pyfunc", info.version)
+    assert loading.value.code is ErrorCode.UNSAFE_FORMAT
+    assert "python_model.pkl" in loading.value.message
+    assert "AIMASS_REGISTRY__ALLOW_PICKLE=true" in loading.value.message
+    with pytest.raises(AimassError) as importing:
+        import_mlflow(strict, path, "imp-pyfunc")
+    assert importing.value.code is ErrorCode.UNSAFE_FORMAT
+    assert [v.version for v in lc_registry.list_versions("imp-pyfunc")] == [info.version]

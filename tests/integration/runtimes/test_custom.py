@@ -14,7 +14,9 @@ import pytest
 from aimass.contract.runtime import Arrays
 from aimass.contract.signature import Datatype, Signature, TensorSpec
 from aimass.errors import AimassError, ErrorCode
+from aimass.registry import Registry
 from aimass.runtimes.custom import PythonModel, PythonRuntime
+from aimass.settings import Settings
 from aimass.testing.checks import check_runtime
 
 
@@ -61,6 +63,35 @@ def test_class_defined_in_a_function_is_refused(tmp_path: Path) -> None:
     error = _refusal(Local(), tmp_path)
     assert error.code is ErrorCode.UNSUPPORTED
     assert "inside a function" in error.message
+
+
+def test_a_model_with_only_predict_registers_and_loads_by_importing_its_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _module(
+        tmp_path,
+        monkeypatch,
+        "aimass_test_doubler",
+        "import aimass\n"
+        "class Doubler(aimass.PythonModel):\n"
+        "    def predict(self, inputs):\n"
+        "        return {'output': inputs['input'] * 2}\n",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry.from_settings(Settings(home=tmp_path / "home"))
+    try:
+        module = sys.modules["aimass_test_doubler"]
+        info = registry.register(module.Doubler(), name="doubler", sample_input=np.ones((2, 3)))
+        assert info.manifest.options["class"] == "aimass_test_doubler:Doubler"
+        assert [f.path for f in info.manifest.files] == ["python_model.json"]
+        # Loaded by importing the class afresh, not from anything the instance held.
+        monkeypatch.delitem(sys.modules, "aimass_test_doubler")
+        loaded = registry.load("doubler", info.version)
+        assert isinstance(loaded.runtime, PythonRuntime)
+        assert type(loaded.runtime.model).__module__ == "aimass_test_doubler"
+        np.testing.assert_array_equal(loaded.predict(np.full((1, 3), 4.0)), np.full((1, 3), 8.0))
+    finally:
+        registry.close()
 
 
 def test_class_needing_constructor_arguments_is_refused(
