@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from aimass.contract.runtime import Arrays
 from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.spec import CVSpec
@@ -32,6 +33,7 @@ __all__ = [
     "evaluate_predictions",
     "evaluate_version",
     "higher_is_better",
+    "version_outputs",
 ]
 
 CLASSIFICATION_METRICS = (
@@ -265,9 +267,7 @@ def evaluate_version(
             f"{model.name}:{model.version} is a {task.value} model; evaluation covers "
             "classification and regression",
         )
-    if model.runtime.manifest.options.get("columns") is None and hasattr(features, "to_numpy"):
-        features = features.to_numpy()
-    outputs = model.predict_named(model.runtime.to_inputs(features))
+    outputs = version_outputs(model, features)
     primary = model.manifest.signature.outputs[0].name
     proba = outputs.get("probabilities") if task is Task.CLASSIFICATION else None
     if task is Task.CLASSIFICATION and classes is None:
@@ -277,6 +277,17 @@ def evaluate_version(
     return evaluate_predictions(
         task, target, outputs[primary], proba=proba, classes=classes, metrics=metrics
     )
+
+
+def version_outputs(model: LoadedModel, features: Any) -> Arrays:
+    """A version's outputs for a feature frame, predicted through its runtime as serving does.
+
+    Missing cells reach the model as pandas read them (NaN), which is what a
+    served request's ``null`` becomes for an input that may be missing.
+    """
+    if model.runtime.manifest.options.get("columns") is None and hasattr(features, "to_numpy"):
+        features = features.to_numpy()
+    return model.predict_named(model.inputs_of(features))
 
 
 def cross_validate(
