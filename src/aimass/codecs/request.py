@@ -157,7 +157,9 @@ def _plain_request(
         # From here on a mistake gets the error the general path would give.
         shape = parse_shape(name, item["shape"])
         inputs[name] = decode_json_tensor(name, numeric, shape, item["data"], missing)
-    return InferRequest(model, inputs, version, id=request_id, missing=frozenset(missing))
+    if missing:
+        return InferRequest(model, inputs, version, id=request_id, missing=frozenset(missing))
+    return InferRequest(model, inputs, version, id=request_id)
 
 
 def _decode_inputs(

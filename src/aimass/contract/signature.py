@@ -175,7 +175,7 @@ class TensorSpec(BaseModel):
         return value.astype(target)
 
 
-MISSING: float = float("nan")
+MISSING: float = np.nan
 """A missing element of a BYTES tensor, as the runtime sees it.
 
 It is what pandas reads an empty cell of a text column as (a float NaN in an
