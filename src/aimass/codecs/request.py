@@ -5,6 +5,12 @@ present, whatever the Content-Type says (tritonclient sends none or
 ``application/octet-stream``). With the header, the first that many bytes are
 the JSON header and the rest are the raw tensors, one after another, in the
 order of the inputs that carry ``parameters.binary_data_size``.
+
+A missing value is ``null`` in JSON data. Binary data has no null, so a
+binary BYTES input lists its missing elements' positions (flat, row-major) in
+``parameters.missing`` and sends them as empty strings; a binary floating
+input sends NaN. The request records which inputs hold missing values, and the
+engine accepts them only where the model's signature says they may be missing.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from aimass.codecs.tensor import (
     parse_shape,
 )
 from aimass.contract.request import InferRequest, RequestedOutput
+from aimass.contract.signature import MISSING, Datatype
 from aimass.errors import AimassError, ErrorCode
 
 __all__ = ["HEADER_LENGTH", "decode_infer_request", "parse_header_length", "parse_json_object"]
@@ -101,14 +108,16 @@ def decode_infer_request(
         raise _invalid("'id' must be a string", field="id")
     parameters = _parameters(document, "")
     outputs = document.get("outputs")
+    missing: set[str] = set()
     return InferRequest(
         model,
-        _decode_inputs(document.get("inputs"), tail),
+        _decode_inputs(document.get("inputs"), tail, missing),
         version,
         outputs=None if outputs is None else _decode_outputs(outputs),
         parameters=parameters,
         id=request_id,
         binary_output=bool(parameters) and _flag(parameters, "binary_data_output", ""),
+        missing=frozenset(missing),
     )
 
 
@@ -135,6 +144,7 @@ def _plain_request(
     if type(items) is not list or not items:
         return None
     inputs: dict[str, np.ndarray[Any, Any]] = {}
+    missing: set[str] = set()
     for item in items:
         if type(item) is not dict or item.keys() != _PLAIN_TENSOR:
             return None
@@ -146,11 +156,15 @@ def _plain_request(
             return None
         # From here on a mistake gets the error the general path would give.
         shape = parse_shape(name, item["shape"])
-        inputs[name] = decode_json_tensor(name, numeric, shape, item["data"])
+        inputs[name] = decode_json_tensor(name, numeric, shape, item["data"], missing)
+    if missing:
+        return InferRequest(model, inputs, version, id=request_id, missing=frozenset(missing))
     return InferRequest(model, inputs, version, id=request_id)
 
 
-def _decode_inputs(items: Any, tail: bytearray) -> dict[str, np.ndarray[Any, Any]]:
+def _decode_inputs(
+    items: Any, tail: bytearray, missing: set[str]
+) -> dict[str, np.ndarray[Any, Any]]:
     if not isinstance(items, list) or not items:
         raise _invalid("'inputs' must be a non-empty list of tensors", field="inputs")
     inputs: dict[str, np.ndarray[Any, Any]] = {}
@@ -165,18 +179,23 @@ def _decode_inputs(items: Any, tail: bytearray) -> dict[str, np.ndarray[Any, Any
             raise _invalid(f"input '{name}' appears more than once", field=name)
         datatype = parse_datatype(name, item.get("datatype"))
         shape = parse_shape(name, item.get("shape"))
-        size = (
-            None
-            if item.get("parameters") is None
-            else _parameters(item, f"input '{name}': ").get("binary_data_size")
+        parameters = (
+            {} if item.get("parameters") is None else _parameters(item, f"input '{name}': ")
         )
+        size = parameters.get("binary_data_size")
         if size is None:
             if "data" not in item:
                 raise _invalid(
                     f"input '{name}': has neither 'data' nor parameters.binary_data_size",
                     field=name,
                 )
-            inputs[name] = decode_json_tensor(name, datatype, shape, item["data"])
+            if "missing" in parameters:
+                raise _invalid(
+                    f"input '{name}': parameters.missing is for binary data; "
+                    "in JSON data a missing value is null",
+                    field=name,
+                )
+            inputs[name] = decode_json_tensor(name, datatype, shape, item["data"], missing)
             continue
         if "data" in item:
             raise _invalid(
@@ -195,12 +214,47 @@ def _decode_inputs(items: Any, tail: bytearray) -> dict[str, np.ndarray[Any, Any
         chunk = memoryview(tail)[offset : offset + size]
         inputs[name] = decode_binary_tensor(name, datatype, shape, chunk)
         offset += size
+        if "missing" in parameters and _mark_missing(
+            name, datatype, inputs[name], parameters["missing"]
+        ):
+            missing.add(name)
     if offset != len(tail):
         raise _invalid(
             f"{len(tail) - offset} bytes of binary data follow the last input's "
             f"binary_data_size; the sizes must add up to the body after the JSON header"
         )
     return inputs
+
+
+def _mark_missing(
+    name: str, datatype: Datatype, array: np.ndarray[Any, Any], positions: Any
+) -> bool:
+    """Set the elements of a binary BYTES tensor that ``parameters.missing`` lists to MISSING.
+
+    Returns whether it listed any.
+    """
+    if datatype is not Datatype.BYTES:
+        raise _invalid(
+            f"input '{name}': parameters.missing is for BYTES tensors; a binary "
+            f"{datatype.value} tensor "
+            + (
+                "sends a missing value as NaN"
+                if datatype.numpy.kind == "f"
+                else "cannot hold missing values"
+            ),
+            field=name,
+        )
+    flat = array.reshape(-1)
+    if type(positions) is not list or not all(
+        type(p) is int and 0 <= p < flat.size for p in positions
+    ):
+        raise _invalid(
+            f"input '{name}': parameters.missing must be a list of element positions "
+            f"(flat, row-major) below {flat.size}",
+            field=name,
+        )
+    flat[positions] = MISSING
+    return bool(positions)
 
 
 def _decode_outputs(items: Any) -> tuple[RequestedOutput, ...]:

@@ -43,21 +43,35 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "datatype": _ref("Datatype"),
             "shape": {"type": "array", "items": {"type": "integer"}},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "nullable": {
+                        "type": "boolean",
+                        "description": "Elements may be missing: null in JSON data",
+                    }
+                },
+            },
         },
     },
     "RequestInput": {
         "type": "object",
         "required": ["name", "datatype", "shape"],
         "description": "Either `data` (flat or nested, row-major, as many elements as the shape "
-        "multiplies to; BYTES as strings) or `parameters.binary_data_size` with the raw bytes "
-        "after the JSON header. What the model takes is its metadata's: GET /v2/models/{name}.",
+        "multiplies to; BYTES as strings; null for a missing value of a nullable input) or "
+        "`parameters.binary_data_size` with the raw bytes after the JSON header (a binary BYTES "
+        "input lists its missing elements in `parameters.missing`). What the model takes is its "
+        "metadata's: GET /v2/models/{name}.",
         "properties": {
             "name": {"type": "string", "minLength": 1},
             "datatype": _ref("Datatype"),
             "shape": _SHAPE,
             "parameters": {
                 "type": ["object", "null"],
-                "properties": {"binary_data_size": {"type": ["integer", "null"], "minimum": 0}},
+                "properties": {
+                    "binary_data_size": {"type": ["integer", "null"], "minimum": 0},
+                    "missing": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                },
             },
             "data": {"type": "array", "items": {}},
         },

@@ -1,11 +1,14 @@
 """One Open Inference Protocol tensor <-> one numpy array, as JSON data or raw bytes.
 
 JSON data may be flat or nested (row-major either way); BYTES elements are
-JSON strings. Raw bytes follow Triton's binary tensor data extension: numeric
-tensors are little-endian and contiguous, and each BYTES element is a 4-byte
-little-endian length followed by that many bytes. Numeric conversions are done
-by numpy in C, never element by element in Python; only BYTES tensors, whose
-elements are Python objects anyway, are walked one element at a time.
+JSON strings. A JSON ``null`` is a missing value: NaN in a floating tensor,
+:data:`~aimass.contract.signature.MISSING` in a BYTES one, and refused in an
+integer or BOOL tensor, which have no missing value. Raw bytes follow Triton's
+binary tensor data extension: numeric tensors are little-endian and
+contiguous, and each BYTES element is a 4-byte little-endian length followed
+by that many bytes. Numeric conversions are done by numpy in C, never element
+by element in Python; only BYTES tensors, whose elements are Python objects
+anyway, are walked one element at a time.
 
 Every failure is an INVALID_INPUT naming the tensor and what was expected.
 """
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from aimass.contract.signature import Datatype
+from aimass.contract.signature import MISSING, Datatype
 from aimass.errors import AimassError, ErrorCode
 
 __all__ = [
@@ -48,6 +51,7 @@ _FOUND = {"U": "strings", "f": "floating point numbers", "b": "booleans"}
 # Looked up once per tensor on the hot path, where reading an enum member, a
 # dtype's kind or a property costs more than the dict lookup that replaces them.
 _BYTES = Datatype.BYTES
+_NULL = np.array(None, dtype=object)  # what JSON null compares equal to, element-wise
 _TARGETS: dict[Datatype, tuple[np.dtype[Any], str, str]] = {
     d: (d.numpy, d.numpy.kind, _ALLOWED_KINDS[d.numpy.kind]) for d in NUMERIC_DATATYPES.values()
 }
@@ -81,15 +85,24 @@ def _count(shape: tuple[int, ...]) -> int:
 
 
 def decode_json_tensor(
-    name: str, datatype: Datatype, shape: tuple[int, ...], data: Any
+    name: str,
+    datatype: Datatype,
+    shape: tuple[int, ...],
+    data: Any,
+    missing: set[str] | None = None,
 ) -> np.ndarray[Any, Any]:
-    """A numpy array from a tensor's JSON ``data`` (flat or nested), shaped ``shape``."""
+    """A numpy array from a tensor's JSON ``data`` (flat or nested), shaped ``shape``.
+
+    ``name`` is added to ``missing`` when the data holds a ``null``.
+    """
     if type(data) is not list:
         data = [data]  # a lone scalar is a one-element tensor
     if datatype is _BYTES:
-        array = _bytes_from_json(name, data)
+        array, gaps = _bytes_from_json(name, data)
     else:
-        array = _numbers_from_json(name, datatype, data)
+        array, gaps = _numbers_from_json(name, datatype, data)
+    if gaps and missing is not None:
+        missing.add(name)
     try:
         return array.reshape(shape)
     except ValueError:
@@ -100,30 +113,68 @@ def decode_json_tensor(
         ) from None
 
 
-def _bytes_from_json(name: str, data: list[Any]) -> np.ndarray[Any, Any]:
+def _bytes_from_json(name: str, data: list[Any]) -> tuple[np.ndarray[Any, Any], bool]:
     try:
         array = np.array(data, dtype=object)
     except ValueError:
         raise _invalid("input", name, "'data' is a ragged nested list") from None
     flat = array.reshape(-1)
-    for value in flat:
+    gaps = False
+    for index, value in enumerate(flat):
         if type(value) is not str:
+            if value is None:
+                flat[index] = MISSING
+                gaps = True
+                continue
             what = "a nested list of uneven length" if isinstance(value, list) else repr(value)
-            raise _invalid("input", name, f"BYTES data must be strings, found {what}")
-    return array
+            raise _invalid("input", name, f"BYTES data must be strings or null, found {what}")
+    return array, gaps
 
 
-def _numbers_from_json(name: str, datatype: Datatype, data: list[Any]) -> np.ndarray[Any, Any]:
-    target, target_kind, allowed = _TARGETS[datatype]
+def _numbers_from_json(
+    name: str, datatype: Datatype, data: list[Any]
+) -> tuple[np.ndarray[Any, Any], bool]:
+    target, target_kind, _ = _TARGETS[datatype]
     try:
         array = np.array(data)
     except (ValueError, TypeError):
         raise _invalid("input", name, "'data' is a ragged nested list") from None
     kind = array.dtype.kind
     if kind == "f" and target_kind == "f":
-        return array.astype(target, copy=False)  # the common case: numbers for a float tensor
+        # the common case: numbers for a float tensor
+        return array.astype(target, copy=False), False
     if array.size == 0:
-        return array.astype(target)
+        return array.astype(target), False
+    if kind == "O":
+        gaps = np.equal(array, _NULL)
+        if gaps.any():
+            return _with_gaps(name, datatype, array, gaps), True
+    return _numbers(name, datatype, data, array), False
+
+
+def _with_gaps(
+    name: str, datatype: Datatype, array: np.ndarray[Any, Any], gaps: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """Numbers with nulls among them: NaN where they were, for floating datatypes only."""
+    if _TARGETS[datatype][1] != "f":
+        raise _invalid(
+            "input",
+            name,
+            f"{datatype.value} data cannot hold null: integers and booleans have no missing "
+            "value (only FP16, FP32, FP64 and BYTES inputs may have missing values)",
+        )
+    # tolist() and np.array, both in C, let numpy find the other values' kind again.
+    values = np.where(gaps, 0.0, array).tolist()
+    numbers = _numbers(name, datatype, values, np.array(values))
+    numbers[gaps] = np.nan
+    return numbers
+
+
+def _numbers(
+    name: str, datatype: Datatype, data: list[Any], array: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    target, target_kind, allowed = _TARGETS[datatype]
+    kind = array.dtype.kind
     if kind == "O" and target_kind in "iu":
         # Integers beyond int64 land in an object array; numpy checks the range itself.
         try:

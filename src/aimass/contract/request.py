@@ -50,7 +50,9 @@ class InferRequest:
     the answer), ``request_id`` the transport's (``X-Request-ID``, which logs
     and error bodies quote). ``timeout`` is the client's limit in seconds; the
     engine turns it (or its default) into ``deadline``, on the event loop's
-    clock, when the request arrives (infinity: none).
+    clock, when the request arrives (infinity: none). ``missing`` names the
+    inputs the transport found missing values in (JSON ``null``), which the
+    engine accepts only for inputs whose signature says they may be missing.
     """
 
     model: str
@@ -64,6 +66,7 @@ class InferRequest:
     caller: Caller | None = None
     capability: Capability = Capability.PREDICT
     binary_output: bool = False
+    missing: frozenset[str] = frozenset()
     deadline: float = math.inf
 
     @property

@@ -255,11 +255,13 @@ def frame_inputs(model: LoadedModel, frame: Any) -> Arrays:
     """A data frame as a version's named inputs: by column when it records them, else a matrix.
 
     Evaluation and batch scoring both feed a version this way, so what they
-    score is what the version answers when served.
+    score is what the version answers when served. Missing cells reach the
+    model as pandas read them (NaN), which is what a served request's
+    ``null`` becomes for an input that may be missing.
     """
     if model.manifest.options.get("columns") is None and hasattr(frame, "to_numpy"):
         frame = frame.to_numpy()
-    return model.runtime.to_inputs(frame)
+    return model.inputs_of(frame)
 
 
 def evaluate_version(

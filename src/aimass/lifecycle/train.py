@@ -34,6 +34,7 @@ from aimass.lifecycle.pipeline import build_pipeline, extras_of, task_of
 from aimass.lifecycle.runs import Progress, RunRecord, TrackedJob
 from aimass.lifecycle.spec import TrainSpec
 from aimass.registry import Registry, VersionInfo
+from aimass.runtimes.loading import require
 
 __all__ = [
     "TrainResult",
@@ -77,23 +78,22 @@ def holdout_split(spec: TrainSpec, data: Dataset, task: Task) -> tuple[Any, Any,
 
 
 def sample_rows(features: Any, rows: int = 5) -> Any:
-    """A few rows to infer the signature from, preferring rows without missing values.
+    """A few rows to infer the signature from: complete ones, and one per column with gaps.
 
-    A missing value in a text column is a float NaN inside an object array,
-    which no tensor datatype holds, so such cells become empty strings.
+    A column with missing values in the training data contributes a row where
+    it is missing, so the signature says that input may be missing (its
+    ``nullable``) and the server accepts ``null`` for it, handing the model the
+    NaN the training frame held.
     """
+    pd = require("pandas", "sklearn")
     complete = features.dropna()
-    sample = (complete if len(complete) else features).head(rows).copy()
-    for column in sample.columns:
-        if not _is_numeric(sample[column]):
-            sample[column] = sample[column].astype(object).where(sample[column].notna(), "")
-    return sample
-
-
-def _is_numeric(series: Any) -> bool:
-    from pandas.api.types import is_numeric_dtype
-
-    return bool(is_numeric_dtype(series))
+    sample = (complete if len(complete) else features).head(rows)
+    gaps = [
+        features[features[column].isna()].head(1)
+        for column in features.columns
+        if features[column].isna().any()
+    ]
+    return pd.concat([sample, *gaps]) if gaps else sample.copy()
 
 
 def _jsonable(value: Any) -> Any:

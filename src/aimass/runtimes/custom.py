@@ -210,7 +210,7 @@ def _signature(model: PythonModel, sample_input: Any, given: Signature | None) -
     outputs = _outputs(model, inputs)
     if given is None:
         return Signature.from_samples(inputs, outputs)
-    given.validate_inputs(inputs)
+    given.validate_inputs(given.conform(inputs))
     return given
 
 

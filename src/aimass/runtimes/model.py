@@ -64,15 +64,24 @@ class LoadedModel:
         check_rows(self.ref, outputs, len(next(iter(checked.values()))) if checked else 0)
         return outputs
 
+    def inputs_of(self, value: Any) -> Arrays:
+        """Named arrays from what the original object's predict took (a list, a data frame).
+
+        Numbers whose dtype numpy or pandas guessed are converted to the
+        signature's datatypes where no value changes (integers read from a
+        CSV for a floating input); see :meth:`Signature.conform`.
+        """
+        return self.manifest.signature.conform(self.runtime.to_inputs(value))
+
     def predict(self, value: Any) -> Any:
         """Predict like the original object: its input in, its primary output out."""
-        outputs = self.predict_named(self.runtime.to_inputs(value))
+        outputs = self.predict_named(self.inputs_of(value))
         return outputs[self.manifest.signature.outputs[0].name]
 
     def predict_proba(self, value: Any) -> Any:
         """Class probabilities, for versions that predict them."""
         self._require(Capability.PREDICT_PROBA, "has no probabilities")
-        return self.predict_named(self.runtime.to_inputs(value))["probabilities"]
+        return self.predict_named(self.inputs_of(value))["probabilities"]
 
     def embed(self, texts: str | Sequence[str]) -> np.ndarray[Any, Any]:
         """One embedding per text, for versions that embed."""

@@ -99,7 +99,8 @@ class OnnxRuntime(Runtime):
             # Fill in what the graph leaves unsaid (outputs of unknown rank)
             # from a real run, and fail now if the sample does not fit.
             runtime = cls(_draft(signature, saved_options), session)
-            outputs = runtime.predict(signature.validate_inputs(runtime.to_inputs(sample_input)))
+            named = signature.conform(runtime.to_inputs(sample_input))
+            outputs = runtime.predict(signature.validate_inputs(named))
             signature = _complete(signature, outputs)
         return Saved(
             framework="onnx",

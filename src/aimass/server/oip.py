@@ -418,4 +418,11 @@ def _metadata(info: VersionInfo, versions: list[int]) -> dict[str, Any]:
 
 
 def _tensor(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": spec.datatype.value, "shape": list(spec.shape)}
+    tensor: dict[str, Any] = {
+        "name": spec.name,
+        "datatype": spec.datatype.value,
+        "shape": list(spec.shape),
+    }
+    if spec.nullable:  # OIP's metadata has no such field: it travels as a parameter
+        tensor["parameters"] = {"nullable": True}
+    return tensor

@@ -6,7 +6,7 @@ INVALID_INPUT instead of taking its batch-mates down with it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -40,13 +40,18 @@ class InputCheck:
         }
         self._outputs = frozenset(spec.name for spec in signature.outputs)
 
-    def check(self, inputs: Arrays, outputs: Sequence[str] | None) -> Arrays:
+    def check(
+        self, inputs: Arrays, outputs: Sequence[str] | None, missing: Collection[str] = ()
+    ) -> Arrays:
         """The inputs, converted where needed; INVALID_INPUT if they do not fit.
 
         ``outputs`` are the names asked for (None: all), refused when the
-        signature has no such output.
+        signature has no such output; ``missing`` are the inputs the request
+        marked as holding missing values, refused unless nullable.
         """
         rows = self._conforming_rows(inputs)
+        if missing:
+            self._signature.refuse_missing(missing)
         if rows is None:
             inputs = self._signature.validate_inputs(inputs)
             first = next(iter(inputs.values()), None)

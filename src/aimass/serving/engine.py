@@ -165,7 +165,7 @@ class Engine:
             if info is None:
                 info = await _within(deadline, self._router.resolve(ref, request), request.model)
             names = None if request.outputs is None else request.output_names
-            request.inputs = self._checker(info).check(request.inputs, names)
+            request.inputs = self._checker(info).check(request.inputs, names, request.missing)
             entry = self._cache.acquire_ready(info)
             if entry is None:
                 entry = await _within(deadline, self._cache.acquire(info), request.model)

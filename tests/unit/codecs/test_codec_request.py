@@ -214,3 +214,87 @@ def test_unknown_requested_output() -> None:
         encode_infer_response(
             _request(outputs=(RequestedOutput("z", False),)), "m", 1, {"a": np.zeros(1)}
         )
+
+
+def test_requests_record_the_inputs_that_hold_nulls() -> None:
+    tensors = [
+        {"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, None]},
+        {"name": "n", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+    ]
+    plain = decode_infer_request(_json({"inputs": tensors}))
+    general = decode_infer_request(_json({"inputs": tensors, "parameters": {}}))
+    for request in (plain, general):
+        assert request.missing == {"x"}
+        assert np.isnan(request.inputs["x"][1])
+    text = [{"name": "t", "datatype": "BYTES", "shape": [2], "data": ["a", None]}]
+    assert decode_infer_request(_json({"inputs": text})).missing == {"t"}
+    assert decode_infer_request(_json({"inputs": tensors[1:]})).missing == frozenset()
+
+
+def _texts(*elements: bytes) -> bytes:
+    return b"".join(len(e).to_bytes(4, "little") + e for e in elements)
+
+
+def test_binary_bytes_list_their_missing_positions() -> None:
+    raw = _texts(b"a", b"", b"c")
+    header: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "t",
+                "datatype": "BYTES",
+                "shape": [3, 1],
+                "parameters": {"binary_data_size": len(raw), "missing": [1]},
+            }
+        ]
+    }
+    request = decode_infer_request(*_binary(header, raw))
+    assert request.missing == {"t"}
+    values = request.inputs["t"].ravel().tolist()
+    assert values[0] == b"a" and values[2] == b"c" and np.isnan(values[1])
+    header["inputs"][0]["parameters"]["missing"] = []
+    assert decode_infer_request(*_binary(header, raw)).missing == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("tensor", "raw", "match"),
+    [
+        (
+            {"datatype": "BYTES", "shape": [1], "parameters": {"missing": [3]}},
+            _texts(b""),
+            r"parameters.missing must be a list of element positions \(flat, row-major\) below 1",
+        ),
+        (
+            {"datatype": "FP64", "shape": [1], "parameters": {"missing": [0]}},
+            b"\0" * 8,
+            "a binary FP64 tensor sends a missing value as NaN",
+        ),
+        (
+            {"datatype": "INT32", "shape": [1], "parameters": {"missing": [0]}},
+            b"\0" * 4,
+            "a binary INT32 tensor cannot hold missing values",
+        ),
+    ],
+)
+def test_binary_missing_positions_are_checked(
+    tensor: dict[str, Any], raw: bytes, match: str
+) -> None:
+    tensor["parameters"]["binary_data_size"] = len(raw)
+    body, length = _binary({"inputs": [{"name": "t", **tensor}]}, raw)
+    _invalid(body, match, length)
+
+
+def test_json_tensors_say_missing_with_null_not_a_parameter() -> None:
+    body = _json(
+        {
+            "inputs": [
+                {
+                    "name": "t",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "data": [""],
+                    "parameters": {"missing": [0]},
+                }
+            ]
+        }
+    )
+    _invalid(body, "in JSON data a missing value is null")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -79,14 +80,28 @@ def test_element_count_must_match_shape() -> None:
         (Datatype.BOOL, [1], "BOOL data must be true/false"),
         (Datatype.FP32, [[1.0, 2.0], [3.0]], "ragged"),
         (Datatype.FP32, [{"a": 1}], "must be numbers"),
-        (Datatype.FP32, [None], "must be numbers"),
+        (Datatype.FP32, [None, "a"], "must be numbers, found strings"),
+        (Datatype.INT64, [1, None], "INT64 data cannot hold null"),
+        (Datatype.BOOL, [None], "BOOL data cannot hold null"),
         (Datatype.UINT64, [2**64], "UINT64 data must be integers in range"),
-        (Datatype.BYTES, [1], "BYTES data must be strings, found 1"),
+        (Datatype.BYTES, [1], "BYTES data must be strings or null, found 1"),
         (Datatype.BYTES, [["a"], ["b", "c"]], "BYTES data must be strings"),
     ],
 )
 def test_wrong_data_is_refused_naming_the_input(datatype: Datatype, data: Any, match: str) -> None:
     _fails(match, decode_json_tensor, "x", datatype, (len(data),), data)
+
+
+def test_null_is_nan_in_floats_and_missing_in_bytes_and_is_reported() -> None:
+    missing: set[str] = set()
+    floats = decode_json_tensor("f", Datatype.FP32, (2, 2), [[1.5, None], [None, 2]], missing)
+    assert floats.dtype == np.float32
+    np.testing.assert_array_equal(floats, [[1.5, np.nan], [np.nan, 2.0]])
+    texts = decode_json_tensor("t", Datatype.BYTES, (3,), ["a", None, "b"], missing)
+    assert texts[0] == "a" and texts[2] == "b"
+    assert isinstance(texts[1], float) and math.isnan(texts[1])  # as pandas reads a gap
+    decode_json_tensor("full", Datatype.FP64, (2,), [1.0, 2.0], missing)
+    assert missing == {"f", "t"}
 
 
 def test_uint64_beyond_int64() -> None:
