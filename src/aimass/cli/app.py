@@ -55,6 +55,12 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"aimass {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -81,7 +87,7 @@ def _root(
     if not isinstance(ctx.obj, CliContext):  # called other than through main()
         ctx.obj = CliContext()
     state: CliContext = ctx.obj
-    state.config, state.verbose = config, verbose
+    state.config = config
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -89,12 +95,6 @@ def _root(
         package.addHandler(handler)
         package.setLevel(logging.DEBUG)
     ctx.call_on_close(state.close)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        print(f"aimass {__version__}")
-        raise typer.Exit()
 
 
 app.add_typer(models.app, name="models")
@@ -142,4 +142,5 @@ def _report(cli: CliContext, code: str, message: str) -> None:
         emit_json({"error": {"code": code, "message": message}})
     else:
         # One line, however long: wrapping would split it for a reader and for grep.
-        error_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+        line = " ".join(message.splitlines())
+        error_console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)

@@ -1,7 +1,7 @@
 """What every command of one ``aimass`` call shares: its settings, built once, and the registry.
 
 :func:`aimass.cli.app.main` makes one :class:`CliContext` and the root callback
-fills it from ``--config`` (or ``AIMASS_CONFIG``) and ``--verbose``; commands
+fills it from ``--config`` (or ``AIMASS_CONFIG``); commands
 take it from their ``typer.Context``, and ``--json`` marks it, so ``main``
 knows how to show an error. The settings are built on first use and the
 registry is opened on first use, then closed when the command ends.
@@ -25,7 +25,6 @@ class CliContext:
 
     def __init__(self, config: Path | None = None) -> None:
         self.config = config
-        self.verbose = False
         self.json = False
         self._registry: Registry | None = None
 
@@ -49,7 +48,7 @@ class CliContext:
 
 
 def state(ctx: typer.Context) -> CliContext:
-    """The call's :class:`CliContext`, made by the root callback."""
+    """The call's :class:`CliContext`, made by ``main`` (or the root callback)."""
     found = ctx.find_root().obj
     assert isinstance(found, CliContext), "the root callback makes the CLI context"
     return found
