@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         tag,
     )
     from aimass.settings import Settings
+    from aimass.version import __version__
 
 _SDK = "aimass.sdk"
 _LOCATIONS = {
@@ -51,6 +52,7 @@ _LOCATIONS = {
     "register": _SDK,
     "set_alias": _SDK,
     "tag": _SDK,
+    "__version__": "aimass.version",
 }
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "Signature",
     "Task",
     "TensorSpec",
+    "__version__",
     "default_registry",
     "delete",
     "get_model",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from importlib.metadata import PackageNotFoundError, version
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -45,6 +44,7 @@ from aimass.server.runs import RunRoutes
 from aimass.serving.engine import Engine
 from aimass.serving.factory import build_engine
 from aimass.settings import Settings
+from aimass.version import __version__
 
 __all__ = ["create_app", "route_table"]
 
@@ -55,21 +55,15 @@ _EXPOSED = (
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
+    "x-ratelimit-reason",
 )
-
-
-def _version() -> str:
-    try:
-        return version("aimass")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0+unknown"
 
 
 def route_table(
     settings: Settings, *, engine: Engine, registry: Registry, gateway: Gateway
 ) -> RouteTable:
     """Every route the server answers, from every adapter, with the schemas they describe."""
-    server_version = _version()
+    server_version = __version__
     limits = RequestLimits(settings.gateway.max_tensor_elements, settings.gateway.max_string_bytes)
     document = OpenApi(server_version, gateway)
     table = RouteTable(

@@ -132,6 +132,63 @@ def test_search_by_name_tag_and_task(registry: Registry, clf: Any, iris: Any) ->
     assert len(registry.list_models(task="classification")) == 2
 
 
+def test_an_unknown_task_filter_names_the_valid_ones(registry: Registry) -> None:
+    with pytest.raises(AimassError) as bogus:
+        registry.list_models(task="bogus")
+    assert bogus.value.code is ErrorCode.INVALID_INPUT
+    assert "task must be one of classification, regression, embedding" in bogus.value.message
+
+
+def test_the_latest_versions_tags_are_listed_with_the_model(
+    registry: Registry, clf: Any, iris: Any
+) -> None:
+    x, _ = iris
+    registry.register(clf, "tagged", sample_input=x[:2], tags={"team": "ml"})
+    registry.register(clf, "tagged", sample_input=x[:2], tags={"team": "vision"})
+    [listed] = registry.list_models(name="tagged")
+    assert listed.latest_tags == {"team": "vision"}
+
+
+@pytest.mark.parametrize(
+    ("alias", "message"),
+    [
+        ("my alias", "must start with a letter or digit"),
+        ("", "must start with a letter or digit"),
+        ("latest", "is reserved"),
+        ("3", "must not be a number"),
+    ],
+)
+def test_alias_names_follow_the_model_names_rule(
+    registry: Registry, clf: Any, iris: Any, alias: str, message: str
+) -> None:
+    x, _ = iris
+    registry.register(clf, "aliased", sample_input=x[:2])
+    with pytest.raises(AimassError) as bad:
+        registry.set_alias("aliased", alias, 1)
+    assert bad.value.code is ErrorCode.INVALID_INPUT and message in bad.value.message
+    assert registry.get_model("aliased").aliases == {}
+
+
+def test_a_promotion_refuses_a_bad_alias_before_its_gates(
+    registry: Registry, clf: Any, iris: Any
+) -> None:
+    from aimass.lifecycle.gates import Requirement, promote
+    from aimass.lifecycle.runs import RunStore
+
+    x, _ = iris
+    registry.register(clf, "gated", sample_input=x[:2])
+    with pytest.raises(AimassError) as bad:
+        promote(
+            registry,
+            RunStore.of(registry),
+            "gated",
+            "staging now",
+            1,
+            [Requirement.parse("accuracy>=0.9")],  # it has no evaluation: CONFLICT, if checked
+        )
+    assert bad.value.code is ErrorCode.INVALID_INPUT
+
+
 def test_explicit_signature_task_and_lineage_are_kept(registry: Registry, clf: Any) -> None:
     signature = Signature(
         inputs=(TensorSpec(name="input", datatype=Datatype.FP64, shape=(-1, 4)),),

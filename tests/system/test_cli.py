@@ -76,6 +76,7 @@ def test_demo_registers_every_demo_model_with_a_production_alias(
     assert set(listed) == set(demo)
     assert all(m["aliases"] == {"production": 1} for m in listed.values())
     assert listed["minilm"]["task"] == "embedding"
+    assert listed["iris-onnx"]["task"] == "classification"
     again = cli.json("demo")
     assert all(entry["status"] == "present" for entry in again.values())
 
@@ -106,9 +107,9 @@ def test_register_files_alias_tag_and_search(
     assert "registered iris-file:2 (sklearn)" in second.stdout
     assert "pickle" in second.stderr  # the warning before opening a pickle
 
-    cli.run("models", "alias", "iris-file", "staging", "1")
-    cli.run("models", "alias", "iris-file", "staging", "2")
-    history = cli.json("models", "alias", "iris-file", "--history")
+    cli.run("alias", "set", "iris-file", "staging", "1")
+    cli.run("alias", "set", "iris-file", "staging", "2")
+    history = cli.json("alias", "history", "iris-file")
     assert [(e["from_version"], e["to_version"]) for e in history] == [(None, 1), (1, 2)]
 
     cli.run("models", "tag", "iris-file", "team=vision")
@@ -133,7 +134,7 @@ def test_delete_is_refused_while_aliased_with_a_friendly_error(
     refused = cli.run("models", "delete", "iris:1", "--yes", ok=False)
     assert refused.returncode == 1
     assert "production" in refused.stderr
-    cli.run("models", "alias", "iris", "production", "--delete")
+    cli.run("alias", "delete", "iris", "production")
     cli.run("models", "delete", "iris:1", "--yes")
     assert cli.json("models", "show", "iris")["versions"] == []
 
@@ -144,7 +145,7 @@ def test_unknown_model_and_bad_arguments_are_friendly(cli: Cli) -> None:
     assert "no-such-model" in missing.stderr and "not found" in missing.stderr
     bad_ref = cli.run("models", "show", "iris:latest", ok=False)
     assert bad_ref.returncode == 1 and "must be a number" in bad_ref.stderr
-    usage = cli.run("models", "alias", ok=False)
+    usage = cli.run("alias", "set", ok=False)
     assert usage.returncode == 2
 
 
@@ -168,3 +169,128 @@ def test_demo_models_load_in_a_fresh_process_and_predict(cli: Cli, demo: dict[st
     np.testing.assert_array_equal(out["iris-onnx"], clf.predict(x))
     assert out["digits"] == [5, 10]
     assert out["minilm"] == [1, 384]
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_an_error_is_one_line_and_verbose_shows_its_detail(cli: Cli) -> None:
+    plain = cli.run("models", "show", "no-such-model", ok=False)
+    assert plain.returncode == 1
+    assert _lines(plain.stderr) == ["error: model 'no-such-model' not found"]
+    verbose = subprocess.run(
+        [cli.command, "-v", "models", "show", "no-such-model"],
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verbose.returncode == 1
+    assert "Traceback" in verbose.stderr and "registry/store.py" in verbose.stderr
+    assert _lines(verbose.stderr)[-1] == "error: model 'no-such-model' not found"
+
+
+def test_a_long_error_stays_on_one_line(cli: Cli) -> None:
+    done = cli.run("models", "list", "--task", "bogus", ok=False, env={"COLUMNS": "40"})
+    assert done.returncode == 1
+    [line] = _lines(done.stderr)
+    assert line.startswith("error: task must be one of classification, regression, embedding")
+    assert line.endswith("not 'bogus'")
+
+
+def test_in_json_mode_an_error_is_json_on_stdout(cli: Cli) -> None:
+    done = cli.run("models", "show", "no-such-model", "--json", ok=False)
+    assert done.returncode == 1
+    assert json.loads(done.stdout) == {
+        "error": {"code": "not_found", "message": "model 'no-such-model' not found"}
+    }
+    assert done.stderr == ""
+
+
+def test_a_bug_says_so_in_one_line_and_keeps_its_traceback(cli: Cli) -> None:
+    script = (
+        "import sys\n"
+        "from aimass.cli.app import app, main\n"
+        "@app.command('boom')\n"
+        "def boom(json: bool = False) -> None:\n"
+        "    raise ZeroDivisionError('a planted bug')\n"
+        "sys.argv = ['aimass', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "boom"], env=cli.env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    [line] = _lines(done.stderr)
+    assert line.startswith("error: a bug in aimass: ZeroDivisionError: a planted bug")
+    saved = Path(line.split("traceback in ", 1)[1].split(";", 1)[0])
+    assert "Traceback" in saved.read_text() and "a planted bug" in saved.read_text()
+    saved.unlink()
+    verbose = subprocess.run(
+        [sys.executable, "-c", script, "-v", "boom"], env=cli.env, capture_output=True, text=True
+    )
+    assert "Traceback" in verbose.stderr and ", in boom" in verbose.stderr
+    Path(_lines(verbose.stderr)[-1].split("traceback in ", 1)[1].split(";", 1)[0]).unlink()
+
+
+def test_version_comes_from_the_installed_distribution(cli: Cli) -> None:
+    from importlib.metadata import version
+
+    import aimass
+
+    assert cli.run("--version").stdout == f"aimass {version('aimass')}\n"
+    assert aimass.__version__ == version("aimass")
+
+
+def test_management_commands_answer_json(cli: Cli, tmp_path: Path) -> None:
+    model, _ = iris_onnx()
+    onnx_file = tmp_path / "json.onnx"
+    onnx_file.write_bytes(model.SerializeToString())
+    cli.run("models", "register", "json-iris", str(onnx_file), "--tag", "src=file")
+    cli.run("models", "register", "json-iris", str(onnx_file))
+    tagged = cli.json("models", "tag", "json-iris:1", "team=ml")
+    assert tagged == {"model": "json-iris", "version": 1, "tags": {"src": "file", "team": "ml"}}
+    moved = cli.json("alias", "set", "json-iris", "staging", "1")
+    assert (moved["version"], moved["previous"]) == (1, None)
+    removed = cli.json("alias", "delete", "json-iris", "staging")
+    assert removed == {"model": "json-iris", "alias": "staging", "version": None}
+    archived = cli.json("models", "archive", "json-iris:2")
+    assert (archived["model"], archived["version"], archived["status"]) == (
+        "json-iris",
+        2,
+        "archived",
+    )
+    deleted = cli.json("models", "delete", "json-iris:2", "--yes")
+    assert deleted == {"model": "json-iris", "version": 2, "deleted": True}
+
+
+def test_models_list_shows_the_tags_of_the_latest_version(cli: Cli, tmp_path: Path) -> None:
+    model, _ = iris_onnx()
+    onnx_file = tmp_path / "tagged.onnx"
+    onnx_file.write_bytes(model.SerializeToString())
+    cli.run("models", "register", "tag-iris", str(onnx_file), "--tag", "stage=old")
+    cli.run("models", "register", "tag-iris", str(onnx_file), "--tag", "stage=new")
+    cli.run("models", "tag", "tag-iris", "owner=ana")
+    table = cli.run("models", "list", "--name", "tag-iris", env={"COLUMNS": "200"}).stdout
+    assert "owner=ana, stage=new" in table and "stage=old" not in table
+    [listed] = cli.json("models", "list", "--name", "tag-iris")
+    assert (listed["tags"], listed["latest_tags"]) == ({"owner": "ana"}, {"stage": "new"})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["models", "list", "--task", "bogus"], "task must be one of classification, regression"),
+        (["runs", "list", "--kind", "bogus"], "kind must be one of train, tune, evaluate"),
+        (["runs", "compare", "1"], "compare takes two or more run ids, got 1"),
+        (["alias", "set", "iris-onnx", "my alias", "1"], "alias 'my alias' must start with"),
+        (["alias", "set", "iris-onnx", "latest", "1"], "alias 'latest' is reserved"),
+    ],
+)
+def test_bad_values_are_errors_naming_what_is_valid(
+    cli: Cli, demo: dict[str, Any], args: list[str], message: str
+) -> None:
+    done = cli.run(*args, ok=False)
+    assert done.returncode == 1
+    assert message in done.stderr

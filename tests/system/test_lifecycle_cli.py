@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,33 @@ def test_bad_spec_is_one_line_error(cli: Cli) -> None:
     done = cli.run("train", str(bad), ok=False)
     assert done.returncode == 1
     assert "unknown estimator 'Nope'" in done.stderr
+
+
+def test_a_failing_fit_is_one_line_error(cli: Cli) -> None:
+    bad = cli.cwd / "bad-fit.yaml"
+    bad.write_text(
+        "name: bad-fit\ndata: {dataset: iris}\n"
+        "estimator: {name: LogisticRegression, params: {penalty: elasticnet, solver: liblinear}}\n"
+    )
+    done = cli.run("train", str(bad), ok=False)
+    assert done.returncode == 1
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert error == (
+        "error: fitting LogisticRegression failed: "
+        "Only 'saga' solver supports elasticnet penalty, got solver=liblinear."
+    )
+    as_json = cli.run("train", str(bad), "--json", ok=False)
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["error"]["code"] == "invalid_input"
+    failed = cli.json("runs", "list", "--model", "bad-fit")
+    assert [r["status"] for r in failed] == ["failed", "failed"]
+
+
+def test_runs_list_shows_parameters_and_every_metric(cli: Cli, trained: dict[str, Any]) -> None:
+    table = cli.run("runs", "list", "--model", "iris-classifier", env={"COLUMNS": "250"}).stdout
+    assert "model__max_iter=500" in table and "estimator=LogisticRegression" in table
+    for name, value in trained["run"]["metrics"].items():
+        assert f"{name} {value:.4f}" in table
 
 
 def test_evaluate_then_gate(cli: Cli, trained: dict[str, Any]) -> None:

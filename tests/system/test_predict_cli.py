@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,13 +98,18 @@ def test_predict_errors_are_one_line(cli: Cli) -> None:
             "['payment_method', 'tenure_months', 'monthly_charges', 'support_calls']",
         ),
         (("churn", "examples/churn_new.csv", "--out", "x.txt"), "not '.txt'"),
-        (("churn", "examples/churn_new.csv", "--json"), "need --out FILE"),
     ]:
         done = cli.run("predict", *args, ok=False)
         assert done.returncode == 1, args
         assert message in " ".join(done.stderr.split()), (args, done.stderr)
         assert done.stdout == "", args
     assert not (cli.cwd / "x.txt").exists()
+    # In --json mode the error is the one JSON document on stdout.
+    done = cli.run("predict", "churn", "examples/churn_new.csv", "--json", ok=False)
+    assert done.returncode == 1
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "invalid_input"
+    assert "need --out FILE" in error["message"]
 
 
 def test_predict_file_is_the_python_api(

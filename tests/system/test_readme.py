@@ -43,14 +43,19 @@ def test_python_tour_runs(env: dict[str, str], tmp_path: Path) -> None:
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert "my-iris:1" in done.stdout
+    # Each print prints one line; one the README annotates prints what its comment says.
+    prints = [line for line in code.splitlines() if line.startswith("print(")]
+    printed = done.stdout.splitlines()
+    assert len(printed) == len(prints)
+    shown = [
+        (out, line.split("  # ", 1)[1])
+        for out, line in zip(printed, prints, strict=True)
+        if "  # " in line
+    ]
+    assert shown and all(out == comment for out, comment in shown), shown
 
 
 def test_cli_tour_runs(env: dict[str, str], tmp_path: Path) -> None:
-    from aimass.testing.models import iris_onnx
-
-    model, _ = iris_onnx()
-    (tmp_path / "model.onnx").write_bytes(model.SerializeToString())
     subprocess.run(
         [sys.executable, "-c", _tour_block("python", "aimass.register(")],
         env=env,
@@ -71,6 +76,22 @@ def test_cli_tour_runs(env: dict[str, str], tmp_path: Path) -> None:
             assert done.returncode == 1 and "point at it" in done.stderr
         else:
             assert done.returncode == 0, f"{command}: {done.stderr}"
+    assert (tmp_path / "model.onnx").is_file()  # the tour says where it comes from
+
+
+def test_the_roles_bullet_names_the_role_the_runs_routes_require() -> None:
+    from typing import cast
+
+    from aimass.lifecycle.runs import RunStore
+    from aimass.roles import Role
+    from aimass.server.runs import RunRoutes
+
+    bullet = README.read_text().split("- **Roles.**", 1)[1].split("\n- **", 1)[0]
+    said = dict(re.findall(r"`(\w+)`: (.*?\.)", " ".join(bullet.split())))
+    for route in RunRoutes(cast(RunStore, None)).routes():
+        assert route.role is Role.DEPLOYER
+        assert "/v1/runs" in said["deployer"], said
+        assert "`/v1`" not in said["invoker"], said  # not all of /v1 is an invoker's
 
 
 def test_serve_tour_runs(env: dict[str, str], tmp_path: Path) -> None:

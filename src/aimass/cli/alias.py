@@ -1,4 +1,8 @@
-"""``aimass alias set|delete``: move aliases, behind promotion gates when asked."""
+"""``aimass alias set|delete|history``: move aliases, behind promotion gates when asked.
+
+The one command for aliases (``aimass models`` has none): every move is
+atomic, recorded in the alias history and in the audit log.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ from typing import Annotated
 import typer
 
 from aimass.cli.context import state
-from aimass.cli.output import JsonFlag, console, emit_json
+from aimass.cli.output import JsonFlag, console, emit_json, show
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Point aliases at versions, with promotion gates.", no_args_is_help=True)
+app = typer.Typer(
+    help="Point aliases at versions, with promotion gates; show their history.",
+    no_args_is_help=True,
+)
 
 
 @app.command("set")
@@ -65,6 +72,7 @@ def delete_alias(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model name")],
     alias: Annotated[str, typer.Argument(help="Alias name")],
+    json: JsonFlag = False,
 ) -> None:
     """Remove an alias."""
     from aimass.gateway.audit import record_cli_action
@@ -72,4 +80,23 @@ def delete_alias(
     registry = state(ctx).registry
     registry.delete_alias(model, alias)
     record_cli_action(registry, "models.alias.delete", f"{model}@{alias}")
+    if json:
+        emit_json({"model": model, "alias": alias, "version": None})
+        return
     console.print(f"{model}@{alias} removed")
+
+
+@app.command("history")
+def history(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name")],
+    json: JsonFlag = False,
+) -> None:
+    """Every move of the model's aliases, oldest first."""
+    show(
+        state(ctx).registry.alias_history(model),
+        json,
+        f"alias history of {model}",
+        ["alias", "from", "to", "at", "by"],
+        lambda e: (e.alias, e.from_version, e.to_version, f"{e.at:%Y-%m-%d %H:%M:%S}", e.by),
+    )

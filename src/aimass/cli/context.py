@@ -1,9 +1,10 @@
 """What every command of one ``aimass`` call shares: its settings, built once, and the registry.
 
-The root callback (:mod:`aimass.cli.app`) makes one :class:`CliContext` from
-``--config`` (or ``AIMASS_CONFIG``) and the environment; commands take it from
-their ``typer.Context``. The settings are built on first use and the registry
-is opened on first use, then closed when the command ends.
+:func:`aimass.cli.app.main` makes one :class:`CliContext` and the root callback
+fills it from ``--config`` (or ``AIMASS_CONFIG``); commands
+take it from their ``typer.Context``, and ``--json`` marks it, so ``main``
+knows how to show an error. The settings are built on first use and the
+registry is opened on first use, then closed when the command ends.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ __all__ = ["CliContext", "state"]
 
 
 class CliContext:
-    """The settings and the registry of one CLI call."""
+    """The settings and the registry of one CLI call, and how it wants errors shown."""
 
-    def __init__(self, config: Path | None) -> None:
+    def __init__(self, config: Path | None = None) -> None:
         self.config = config
+        self.json = False
         self._registry: Registry | None = None
 
     @cached_property
@@ -46,7 +48,7 @@ class CliContext:
 
 
 def state(ctx: typer.Context) -> CliContext:
-    """The call's :class:`CliContext`, made by the root callback."""
+    """The call's :class:`CliContext`, made by ``main`` (or the root callback)."""
     found = ctx.find_root().obj
     assert isinstance(found, CliContext), "the root callback makes the CLI context"
     return found

@@ -40,7 +40,13 @@ def _iris_onnx(registry: Registry) -> VersionInfo:
     from aimass.testing.models import iris_onnx
 
     model, x = iris_onnx()
-    return registry.register(model, "iris-onnx", sample_input=x[:2], description="iris via ONNX")
+    return registry.register(
+        model,
+        "iris-onnx",
+        sample_input=x[:2],
+        task="classification",
+        description="iris via ONNX",
+    )
 
 
 def _minilm(registry: Registry) -> VersionInfo:

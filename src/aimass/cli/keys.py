@@ -7,7 +7,7 @@ is written to the audit log as ``cli:<user>`` from ``cli@<host>``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -94,27 +94,42 @@ def list_keys(ctx: typer.Context, json: JsonFlag = False) -> None:
         [key.public() for key in _stores(ctx)[1].list()],
         json,
         "API keys",
-        ["id", "name", "prefix", "role", "models", "rate/burst", "quota", "expires", "status"],
+        ["id", "name", "role", "models", "limits", "expires", "status"],
         lambda k: (
             k["id"],
             k["name"],
-            k["prefix"] + "…",
             k["role"],
             ", ".join(k["models"]) or "all",
-            None if k["rate"] is None else f"{k['rate']:g}/s, {k['burst']}",
-            k["quota"],
-            k["expires_at"],
+            "\n".join(_limits(k)),
+            None if k["expires_at"] is None else k["expires_at"][:10],
             k["status"],
         ),
+        # The id is what revoke takes: whole at any width, and the columns
+        # a key's role and state fit in without wrapping.
+        whole=("id", "role", "expires", "status"),
     )
+
+
+def _limits(key: dict[str, Any]) -> list[str]:
+    limits = [] if key["rate"] is None else [f"{key['rate']:g}/s, burst {key['burst']}"]
+    if key["quota"] is not None:
+        limits.append(key["quota"])
+    if key["per_model"]:
+        limits.append("per model")
+    return limits
 
 
 @app.command("revoke")
 def revoke(
     ctx: typer.Context,
     key: Annotated[str, typer.Argument(help="The key's id (key_…) or its unique name")],
+    json: JsonFlag = False,
 ) -> None:
-    """Revoke a key; servers stop accepting it within gateway.key_refresh_s."""
+    """Revoke a key; servers stop accepting it within gateway.key_refresh_s.
+
+    A key revoked already is left as it was, and said so: the command still
+    succeeds, since the key is unusable either way, so a script may repeat it.
+    """
     user, keys, audit = _stores(ctx)
     known = keys.list()
     key_id = key
@@ -124,11 +139,26 @@ def revoke(
             raise AimassError(
                 ErrorCode.CONFLICT, f"{len(named)} keys are named {key!r}: give the id"
             )
-        key_id = named[0] if named else key
+        # A name held by revoked keys only: the newest of them, to say it is revoked.
+        revoked_named = [k.id for k in known if k.name == key]
+        key_id = named[0] if named else (revoked_named[-1] if revoked_named else key)
+    before = next((k for k in known if k.id == key_id), None)
+    if before is not None and before.revoked_at is not None:
+        if json:
+            emit_json({"key": before.public(), "already_revoked": True})
+        else:
+            error_console.print(
+                f"{before.id} ({before.name}) was already revoked at "
+                f"{before.revoked_at:%Y-%m-%d %H:%M:%S}"
+            )
+        return
     revoked = keys.revoke(key_id)
     actor, source = cli_actor(user)
     audit.record(actor=actor, action="keys.revoke", target=revoked.id, source=source)
-    error_console.print(f"revoked {revoked.id} ({revoked.name})")
+    if json:
+        emit_json({"key": revoked.public(), "already_revoked": False})
+    else:
+        error_console.print(f"revoked {revoked.id} ({revoked.name})")
 
 
 def audit(

@@ -1,4 +1,4 @@
-"""``aimass models …``: list, show, register, alias, tag, archive and delete."""
+"""``aimass models …``: list, show, register, tag, archive, delete (aliases: ``aimass alias``)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def list_models(
             m.latest_version,
             m.version_count,
             ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())),
-            ", ".join(f"{k}={v}" for k, v in sorted(m.tags.items())),
+            # The model's own tags, then its latest version's (which win).
+            ", ".join(f"{k}={v}" for k, v in sorted((m.tags | m.latest_tags).items())),
         ),
     )
 
@@ -205,55 +206,12 @@ def _read_sample(path: Path) -> Any:
 
 
 @app.command()
-def alias(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name")],
-    alias_name: Annotated[str | None, typer.Argument(metavar="ALIAS", help="Alias name")] = None,
-    version: Annotated[int | None, typer.Argument(help="Version to point at")] = None,
-    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias")] = False,
-    history: Annotated[bool, typer.Option("--history", help="Show every alias move")] = False,
-    json: JsonFlag = False,
-) -> None:
-    """Point an alias at a version (``alias iris production 3``), remove it, or show history."""
-    registry = _registry(ctx)
-    if history or alias_name is None:
-        events = registry.alias_history(name)
-        if json:
-            emit_json(events)
-        else:
-            table(
-                f"alias history of {name}",
-                ["alias", "from", "to", "at", "by"],
-                [
-                    (e.alias, e.from_version, e.to_version, f"{e.at:%Y-%m-%d %H:%M:%S}", e.by)
-                    for e in events
-                ],
-            )
-        return
-    if delete:
-        registry.delete_alias(name, alias_name)
-        _audit(ctx, "models.alias.delete", f"{name}@{alias_name}")
-        result: dict[str, Any] = {"model": name, "alias": alias_name, "version": None}
-    elif version is None:
-        raise AimassError(
-            ErrorCode.INVALID_INPUT, "give the VERSION to point the alias at, or --delete"
-        )
-    else:
-        previous = registry.set_alias(name, alias_name, version)
-        _audit(ctx, "models.alias.set", f"{name}@{alias_name}", version=version, previous=previous)
-        result = {"model": name, "alias": alias_name, "version": version, "previous": previous}
-    if json:
-        emit_json(result)
-    else:
-        console.print(f"{name}@{alias_name} → {result['version'] or 'removed'}")
-
-
-@app.command()
 def tag(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
     pairs: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE …")] = None,
     remove: Annotated[list[str] | None, typer.Option(help="Tag KEY to remove, repeatable")] = None,
+    json: JsonFlag = False,
 ) -> None:
     """Set or remove tags on a model or a version."""
     registry = _registry(ctx)
@@ -265,7 +223,15 @@ def tag(
     for key in remove or []:
         registry.delete_tag(name, key, version=version)
     _audit(ctx, "models.tag", ref, set=_pairs(pairs or []), removed=remove or [])
-    console.print(f"tags of {ref} updated")
+    if json:
+        tags = (
+            registry.get_model(name).tags
+            if version is None
+            else registry.get_version(name, version).tags
+        )
+        emit_json({"model": name, "version": version, "tags": tags})
+    else:
+        console.print(f"tags of {ref} updated")
 
 
 @app.command()
@@ -273,6 +239,7 @@ def archive(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
     restore: Annotated[bool, typer.Option("--restore", help="Undo an archive")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Archive a version (hidden from latest and listings) or restore it."""
     name, version, _ = ModelRef.parse(ref)
@@ -285,7 +252,10 @@ def archive(
         else registry.archive_version(name, version)
     )
     _audit(ctx, "models.restore" if restore else "models.archive", info.ref)
-    console.print(f"{info.ref} is {info.status}")
+    if json:
+        emit_json(info)
+    else:
+        console.print(f"{info.ref} is {info.status}")
 
 
 @app.command()
@@ -293,16 +263,21 @@ def delete(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME:VERSION")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False,
+    json: JsonFlag = False,
 ) -> None:
     """Delete a version, or a whole model; refused while an alias points at it."""
     name, version, _ = ModelRef.parse(ref)
     what = f"{name}:{version}" if version is not None else f"model {name} and all its versions"
-    if not yes and not typer.confirm(f"delete {what}?"):
-        raise typer.Exit(1)
+    # Asked on stderr, so that stdout holds only the result.
+    if not yes and not typer.confirm(f"delete {what}?", err=True):
+        raise AimassError(ErrorCode.CONFLICT, f"{what} not deleted: not confirmed (--yes skips)")
     registry = _registry(ctx)
     if version is None:
         registry.delete_model(name)
     else:
         registry.delete_version(name, version)
     _audit(ctx, "models.delete", ref)
-    console.print(f"deleted {what}")
+    if json:
+        emit_json({"model": name, "version": version, "deleted": True})
+    else:
+        console.print(f"deleted {what}")

@@ -8,7 +8,8 @@ import typer
 
 from aimass.cli.context import state
 from aimass.cli.output import JsonFlag, console, emit_json, show, table
-from aimass.lifecycle.runs import RunStore
+from aimass.errors import AimassError, ErrorCode
+from aimass.lifecycle.runs import KINDS, RunStore
 
 __all__ = ["app"]
 
@@ -29,36 +30,31 @@ def _value(value: Any) -> str:
 def list_runs(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="Only this model's runs")] = None,
-    kind: Annotated[str | None, typer.Option(help="train, tune or evaluate")] = None,
+    kind: Annotated[str | None, typer.Option(help=", ".join(KINDS))] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first")] = 50,
     json: JsonFlag = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first: parameters, every metric, data, duration and version."""
     show(
         _store(ctx).list(model=model, kind=kind, limit=limit),
         json,
         "runs",
-        ["id", "kind", "status", "version", "took", "score", "data"],
+        ["id", "kind", "status", "version", "took", "parameters", "metrics", "data"],
         lambda r: (
             r.id,
             r.kind,
             f"{r.status} {r.progress:.0%}" if r.status == "running" else r.status,
             r.ref or r.model,
             f"{r.duration_s:.1f}s" if r.duration_s is not None else "",
-            _score(r.metrics),
+            "\n".join(f"{k}={_value(v)}" for k, v in r.params.items()),
+            "\n".join(f"{k} {_value(v)}" for k, v in r.metrics.items()),
             f"{str(r.data.get('sha256', ''))[:8]} {r.data.get('rows', '')}x"
             f"{r.data.get('columns', '')}"
             if r.data
             else "",
         ),
+        whole=("id",),
     )
-
-
-def _score(metrics: dict[str, Any]) -> str:
-    for name in ("f1_macro", "r2", "accuracy", "rmse"):
-        if name in metrics:
-            return f"{name} {metrics[name]:.4f}"
-    return ""
 
 
 @app.command("show")
@@ -108,7 +104,11 @@ def compare(
     run_ids: Annotated[list[int], typer.Argument(metavar="ID...", help="Two or more run ids")],
     json: JsonFlag = False,
 ) -> None:
-    """Compare runs side by side: parameters, data and metrics."""
+    """Compare two or more runs side by side: parameters, data and metrics."""
+    if len(run_ids) < 2:
+        raise AimassError(
+            ErrorCode.INVALID_INPUT, f"compare takes two or more run ids, got {len(run_ids)}"
+        )
     store = _store(ctx)
     runs = [store.get(i) for i in run_ids]
     params = sorted({k for r in runs for k in r.params})

@@ -1,7 +1,8 @@
 """``aimass serve``: the HTTP server over the registry the settings describe.
 
 Binds its socket before starting uvicorn so that ``--port 0`` can print the
-port the OS chose (one flushed line: ``aimass serving on http://HOST:PORT``).
+port the OS chose (one flushed line: ``aimass serving on http://HOST:PORT``, or
+``{"url": "http://HOST:PORT"}`` with ``--json``).
 uvicorn handles SIGTERM and SIGINT; the app's lifespan then closes the
 engine, letting requests in flight finish.
 
@@ -22,10 +23,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 import typer
 
 from aimass.cli.context import state
-from aimass.cli.output import error_console
+from aimass.cli.output import JsonFlag, error_console
 from aimass.errors import AimassError, ErrorCode
 from aimass.settings import Settings, load_settings
 
@@ -122,6 +124,7 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option(help="PEM private key of --tls-cert", dir_okay=False)
     ] = None,
+    json: JsonFlag = False,
 ) -> None:
     """Serve the registry's models over HTTP: Open Inference Protocol and OpenAI-compatible."""
     from aimass.registry import Registry
@@ -155,7 +158,8 @@ def serve(
             url = "https" + url.removeprefix("http")
 
         def announce() -> None:
-            sys.stdout.write(f"aimass serving on {url}\n")
+            line = orjson.dumps({"url": url}).decode() if json else f"aimass serving on {url}"
+            sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
         if settings.server.workers > 1:

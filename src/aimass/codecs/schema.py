@@ -173,11 +173,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "array",
         "items": {
             "type": "object",
-            "required": ["name", "state", "reason"],
+            "required": ["name", "version", "state", "reason"],
             "properties": {
                 "name": {"type": "string"},
                 "version": {"type": "string"},
-                "state": {"type": "string", "enum": ["", "READY", "LOADING", "UNAVAILABLE"]},
+                "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]},
                 "reason": {"type": "string"},
             },
         },

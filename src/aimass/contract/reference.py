@@ -8,11 +8,20 @@ takes it and refuses one that contradicts the reference.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from aimass.errors import AimassError, ErrorCode
 
-__all__ = ["MAX_NUMBER", "NAME_PATTERN", "REFERENCE_PATTERN", "ModelRef"]
+__all__ = [
+    "MAX_NUMBER",
+    "NAME_PATTERN",
+    "REFERENCE_PATTERN",
+    "RESERVED_ALIASES",
+    "ModelRef",
+    "check_alias",
+    "check_model_name",
+]
 
 MAX_NUMBER = 2**63 - 1
 """The largest version number or id a registry database holds (a signed 64-bit integer)."""
@@ -22,6 +31,36 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[0-9]{1,18}|@[^/]+)?$"
 """A reference as a URL or a body may carry it: a name, then ``:VERSION`` or ``@ALIAS``."""
+
+RESERVED_ALIASES = frozenset({"latest"})
+"""Alias names refused: ``latest`` reads as "the newest version", which a moved alias is not."""
+
+_NAME = re.compile(NAME_PATTERN)
+_RULE = "start with a letter or digit and hold only letters, digits, '.', '_' and '-' (at most 128)"
+
+
+def check_model_name(name: str) -> None:
+    """INVALID_INPUT unless ``name`` follows :data:`NAME_PATTERN`."""
+    if not _NAME.match(name):
+        raise AimassError(ErrorCode.INVALID_INPUT, f"model name '{name}' must {_RULE}")
+
+
+def check_alias(alias: str) -> None:
+    """INVALID_INPUT unless ``alias`` follows the model names' rule, not a number, not reserved."""
+    if not _NAME.match(alias):
+        raise AimassError(ErrorCode.INVALID_INPUT, f"alias '{alias}' must {_RULE}", field="alias")
+    if alias.isdigit():
+        raise AimassError(
+            ErrorCode.INVALID_INPUT,
+            f"alias '{alias}' must not be a number (NAME:{alias} names a version)",
+            field="alias",
+        )
+    if alias in RESERVED_ALIASES:
+        raise AimassError(
+            ErrorCode.INVALID_INPUT,
+            f"alias '{alias}' is reserved: a model's name alone means its latest version",
+            field="alias",
+        )
 
 
 class ModelRef(NamedTuple):

@@ -38,6 +38,12 @@ __all__ = ["GatewayLayer", "required"]
 
 logger = logging.getLogger("aimass.gateway")
 
+_REFUSALS = {
+    "rate": "rate limit exceeded for this API key: slow down",
+    "quota": "quota exceeded for this API key: no more requests until it renews",
+}
+"""The 429's message, by the limit that ran out (also its ``X-RateLimit-Reason``)."""
+
 
 def _source(scope: Scope) -> str:
     client = scope.get("client")
@@ -136,8 +142,9 @@ class GatewayLayer:
             if decision is not None and not decision.allowed:
                 raise AimassError(
                     ErrorCode.RATE_LIMITED,
-                    "rate limit or quota exceeded for this API key",
+                    _REFUSALS[decision.reason],
                     retry_after=decision.headers()["retry-after"],
+                    reason=decision.reason,
                 )
         except AimassError as exc:
             await self._refuse(exc, scope, receive, send, decision)

@@ -57,9 +57,15 @@ class Decision:
     retry_after_s: float = 0.0
     enforced: bool = True
     """False when the limit could not be checked (Redis down, failing open): no headers."""
+    reason: str = "rate"
+    """Which limit these figures are of: ``rate`` (the token bucket) or ``quota``."""
 
     def headers(self) -> dict[str, str]:
-        """``X-RateLimit-Limit/-Remaining/-Reset`` (seconds), plus ``Retry-After`` if refused."""
+        """``X-RateLimit-Limit/-Remaining/-Reset`` (seconds); if refused, ``Retry-After`` too.
+
+        A refusal also says which limit ran out: ``X-RateLimit-Reason`` is
+        ``rate`` or ``quota``.
+        """
         headers = {
             "x-ratelimit-limit": str(self.limit),
             "x-ratelimit-remaining": str(self.remaining),
@@ -67,6 +73,7 @@ class Decision:
         }
         if not self.allowed:
             headers["retry-after"] = str(max(1, math.ceil(self.retry_after_s)))
+            headers["x-ratelimit-reason"] = self.reason
         return headers
 
 
@@ -100,7 +107,12 @@ def decide(
         )
     if policy.quota is not None:
         quota_view = Decision(
-            allowed, policy.quota, max(0, policy.quota - used), quota_reset_s, quota_reset_s
+            allowed,
+            policy.quota,
+            max(0, policy.quota - used),
+            quota_reset_s,
+            quota_reset_s,
+            reason="quota",
         )
     if quota_view is None:
         assert rate_view is not None

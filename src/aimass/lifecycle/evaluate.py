@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aimass.contract.runtime import Arrays
 from aimass.contract.signature import Task
 from aimass.errors import AimassError, ErrorCode
+from aimass.lifecycle.pipeline import fit
 from aimass.lifecycle.spec import CVSpec
 from aimass.runtimes.model import LoadedModel
 
@@ -316,7 +317,7 @@ def cross_validate(
     per_metric: dict[str, list[float]] = {}
     y = np.asarray(target)
     for index, (train, test) in enumerate(splitter.split(features, y), start=1):
-        estimator = make().fit(features.iloc[train], y[train])
+        estimator = fit(make(), features.iloc[train], y[train])
         # Every fold scores against all classes, so a class missing from a fold
         # still gets its column in log loss and ROC AUC.
         classes = list(np.unique(y)) if task is Task.CLASSIFICATION else None

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aimass.contract.reference import check_alias
 from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.runs import SUCCEEDED, RunStore
 from aimass.registry import Registry, VersionInfo
@@ -107,8 +108,10 @@ def promote(
 ) -> int | None:
     """Point ``alias`` at ``version`` if every requirement holds; CONFLICT says why not.
 
-    Returns where the alias pointed before.
+    Returns where the alias pointed before. A bad alias name is refused
+    before any gate is checked.
     """
+    check_alias(alias)
     info = registry.get_version(name, version)
     if requirements:
         recorded = recorded_evaluation(registry, runs, info)

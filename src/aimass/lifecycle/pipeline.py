@@ -21,7 +21,7 @@ from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.spec import ColumnGroupSpec, EstimatorSpec, FeaturesSpec, Step, TrainSpec
 from aimass.runtimes.loading import require
 
-__all__ = ["build_estimator", "build_pipeline", "extras_of", "task_of"]
+__all__ = ["build_estimator", "build_pipeline", "extras_of", "fit", "task_of"]
 
 _TRANSFORMERS: dict[str, str] = {
     "SimpleImputer": "sklearn.impute",
@@ -205,6 +205,23 @@ def build_pipeline(spec: TrainSpec, frame: Any) -> Any:
     if len(set(names)) != len(names):
         raise AimassError(ErrorCode.INVALID_INPUT, f"two pipeline steps share a name: {names}")
     return Pipeline(steps)
+
+
+def fit(estimator: Any, features: Any, target: Any) -> Any:
+    """``estimator.fit(features, target)``, a refusal of the spec told as INVALID_INPUT.
+
+    scikit-learn and its kin raise ValueError for parameters that do not go
+    together (an elasticnet penalty with the liblinear solver) and for data
+    the estimator cannot take: the spec's mistake, to be told in one line.
+    """
+    try:
+        return estimator.fit(features, target)
+    except ValueError as exc:
+        steps = getattr(estimator, "steps", None)
+        final = steps[-1][1] if steps else estimator
+        raise AimassError(
+            ErrorCode.INVALID_INPUT, f"fitting {type(final).__name__} failed: {exc}"
+        ) from exc
 
 
 def task_of(pipeline: Any) -> Task:

@@ -22,11 +22,25 @@ from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.tables import RunRow
 from aimass.registry import Registry
 
-__all__ = ["FAILED", "RUNNING", "SUCCEEDED", "Progress", "RunRecord", "RunStore", "TrackedJob"]
+__all__ = [
+    "FAILED",
+    "KINDS",
+    "RUNNING",
+    "STATUSES",
+    "SUCCEEDED",
+    "Progress",
+    "RunRecord",
+    "RunStore",
+    "TrackedJob",
+]
 
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
+STATUSES = (RUNNING, SUCCEEDED, FAILED)
+"""Where a run stands."""
+KINDS = ("train", "tune", "evaluate")
+"""What a run did."""
 
 Progress = Callable[[str, float], None]
 """Told what a run is doing and the fraction done (0 to 1) after every step."""
@@ -191,7 +205,18 @@ class RunStore(SqlStore):
         status: str | None = None,
         limit: int = 50,
     ) -> list[RunRecord]:
-        """Runs, newest first, filtered by model, kind, version and status."""
+        """Runs, newest first, filtered by model, kind, version and status.
+
+        INVALID_INPUT for a kind or status no run can have: a typo would
+        otherwise look like an empty record.
+        """
+        for field, value, valid in (("kind", kind, KINDS), ("status", status, STATUSES)):
+            if value is not None and value not in valid:
+                raise AimassError(
+                    ErrorCode.INVALID_INPUT,
+                    f"{field} must be one of {', '.join(valid)}, not {value!r}",
+                    field=field,
+                )
         query = select(RunRow).order_by(RunRow.id.desc()).limit(limit)
         if model is not None:
             query = query.where(RunRow.model == model)

@@ -30,7 +30,7 @@ from aimass.lifecycle.evaluate import (
     cross_validate,
     evaluate_estimator,
 )
-from aimass.lifecycle.pipeline import build_pipeline, extras_of, task_of
+from aimass.lifecycle.pipeline import build_pipeline, extras_of, fit, task_of
 from aimass.lifecycle.runs import Progress, RunRecord, TrackedJob
 from aimass.lifecycle.spec import TrainSpec
 from aimass.registry import Registry, VersionInfo
@@ -215,7 +215,7 @@ class Trainer(TrackedJob):
                 progress=step,
             )
         self.report(run.id, "fitting", low + (high - low) * done / total)
-        pipeline.fit(x_train, y_train)
+        fit(pipeline, x_train, y_train)
         step("evaluating on the held-out split")
         evaluation = evaluate_estimator(pipeline, x_test, y_test, task, metrics)
         step("registering")

@@ -43,6 +43,8 @@ class ModelInfo(BaseModel):
     description: str
     task: str
     tags: dict[str, str] = Field(default_factory=dict)
+    latest_tags: dict[str, str] = Field(default_factory=dict)
+    """The tags of the latest ready version (those given when it was registered)."""
     aliases: dict[str, int] = Field(default_factory=dict)
     latest_version: int | None
     version_count: int

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from aimass.contract.manifest import ArtifactFile, Lineage, Manifest, sha256_of
-from aimass.contract.reference import NAME_PATTERN, ModelRef
+from aimass.contract.reference import ModelRef, check_model_name
 from aimass.contract.runtime import LoadOptions
 from aimass.contract.signature import Signature, Task
 from aimass.db.database import open_engine
@@ -39,8 +38,6 @@ from aimass.runtimes.pickles import is_pickled, pickled_files
 from aimass.settings import Settings
 
 __all__ = ["Registry"]
-
-_NAME = re.compile(NAME_PATTERN)
 
 
 class Registry:
@@ -119,12 +116,7 @@ class Registry:
         a pickle, whatever the runtime said. With pickles off, a file given as
         ``obj`` that is a pickle is refused before anything reads it.
         """
-        if not _NAME.match(name):
-            raise AimassError(
-                ErrorCode.INVALID_INPUT,
-                f"model name '{name}' must start with a letter or digit and hold only "
-                "letters, digits, '.', '_' and '-' (at most 128)",
-            )
+        check_model_name(name)
         if isinstance(obj, os.PathLike):
             path = Path(obj)
             if path.is_file() and is_pickled(path):
@@ -204,7 +196,16 @@ class Registry:
     def list_models(
         self, *, name: str | None = None, tag: str | None = None, task: str | None = None
     ) -> list[ModelInfo]:
-        """Models by name (glob or substring), tag (``key`` or ``key=value``) and task."""
+        """Models by name (glob or substring), tag (``key`` or ``key=value``) and task.
+
+        INVALID_INPUT for a task that is not one of :class:`Task`'s.
+        """
+        if task is not None and task not in set(Task):
+            raise AimassError(
+                ErrorCode.INVALID_INPUT,
+                f"task must be one of {', '.join(Task)}, not {task!r}",
+                field="task",
+            )
         return self.store.models(name=name, tag=tag, task=task)
 
     def list_versions(self, name: str, *, include_archived: bool = False) -> list[VersionInfo]:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aimass.contract.manifest import Manifest
+from aimass.contract.reference import check_alias
 from aimass.db.base import utcnow
 from aimass.db.database import SqlStore
 from aimass.errors import AimassError, ErrorCode
@@ -232,10 +233,7 @@ class MetadataStore(SqlStore):
 
     def set_alias(self, name: str, alias: str, number: int, *, by: str) -> int | None:
         """Point ``alias`` at a version and record the move; returns the previous target."""
-        if alias.isdigit() or not alias:
-            raise AimassError(
-                ErrorCode.INVALID_INPUT, f"alias '{alias}' must be a non-empty, non-numeric name"
-            )
+        check_alias(alias)
         with self._tx() as session:
             model = self._model_row(session, name)
             if self._version_row(session, model.id, name, number).status != READY:
@@ -377,6 +375,7 @@ class MetadataStore(SqlStore):
             description=row.description,
             task=row.task,
             tags=self._tags(session, row.id, 0),
+            latest_tags={} if latest is None else self._tags(session, row.id, latest),
             aliases={a: v for a, v in aliases},
             latest_version=latest,
             version_count=count,

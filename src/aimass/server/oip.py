@@ -27,6 +27,7 @@ from aimass.http.errors import Protocol, failure_response, request_id
 from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
 from aimass.registry.records import VersionInfo
 from aimass.roles import Role
+from aimass.serving.cache import ModelStatus
 from aimass.serving.engine import Engine
 from aimass.settings import ServerSettings
 
@@ -281,7 +282,11 @@ class OipRoutes:
         return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def repository_index(self, request: Request, params: Params) -> Response:
-        """``POST /v2/repository/index``: every registered model and its loaded versions."""
+        """``POST /v2/repository/index``: every registered model and its loaded versions.
+
+        A model not in memory shows the version its name resolves to (the
+        latest ready one) as UNAVAILABLE, reason "not loaded", as Triton does.
+        """
         only_ready = False
         body = await read_body(request, self.settings.max_body_bytes)
         if body.strip():
@@ -303,12 +308,20 @@ class OipRoutes:
         ]
         seen = {state.name for state in loaded}
         if not only_ready:
+            # Registered, not in memory: the version a plain name would load.
             entries += [
-                {"name": m.name, "state": "", "reason": ""} for m in models if m.name not in seen
+                {
+                    "name": m.name,
+                    "version": "" if m.latest_version is None else str(m.latest_version),
+                    "state": ModelStatus.UNAVAILABLE.value,
+                    "reason": "not loaded" if m.latest_version is not None else "no ready version",
+                }
+                for m in models
+                if m.name not in seen
             ]
         else:
-            entries = [e for e in entries if e["state"] == "READY"]
-        entries.sort(key=lambda e: (e["name"], int(e.get("version", 0))))
+            entries = [e for e in entries if e["state"] == ModelStatus.READY]
+        entries.sort(key=lambda e: (e["name"], int(e["version"] or 0)))
         return json_response(entries)
 
     async def load(self, request: Request, params: Params) -> Response:

@@ -19,12 +19,10 @@ from aimass.errors import ErrorCode
 from aimass.http.body import json_response
 from aimass.http.errors import Protocol
 from aimass.http.routes import Answer, Param, Params, Route, json_content
-from aimass.lifecycle.runs import FAILED, RUNNING, SUCCEEDED, RunStore
+from aimass.lifecycle.runs import KINDS, STATUSES, RunStore
 from aimass.roles import Role
 
 __all__ = ["SCHEMAS", "RunRoutes"]
-
-_KINDS = ("train", "tune", "evaluate")
 
 SCHEMAS: dict[str, Any] = {
     "Run": {
@@ -33,7 +31,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "integer"},
             "kind": {"type": "string"},
-            "status": {"type": "string", "enum": [RUNNING, SUCCEEDED, FAILED]},
+            "status": {"type": "string", "enum": list(STATUSES)},
             "model": {"type": "string"},
             "version": {"type": ["integer", "null"]},
             "progress": {"type": "number"},
@@ -74,8 +72,8 @@ class RunRoutes:
                 self.list_runs,
                 params=(
                     Param.string("model", "query", description="only this model's runs"),
-                    Param.string("kind", "query", choices=_KINDS),
-                    Param.string("status", "query", choices=(RUNNING, SUCCEEDED, FAILED)),
+                    Param.string("kind", "query", choices=KINDS),
+                    Param.string("status", "query", choices=STATUSES),
                     Param.integer("limit", "query", low=1, high=1000, description="default 50"),
                 ),
                 answers=(Answer(200, "runs", json_content("RunList")),),

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ class Cli:
         self.env["AIMASS_HOME"] = str(root / "home")
         self.command = str(Path(sys.executable).with_name("aimass"))
 
-    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run ``aimass ARGS`` and return what it printed."""
+    def run(
+        self, *args: str, ok: bool = True, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``aimass ARGS``, ``env`` added to its environment, and return what it printed."""
         done = subprocess.run(
             [self.command, *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=self.cwd,
             capture_output=True,
             text=True,

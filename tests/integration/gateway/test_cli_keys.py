@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 
-def _aimass(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMASS_")}
+def _aimass(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMASS_")} | (env or {})
     env |= {"AIMASS_HOME": str(home), "AIMASS_USER": "ana"}
     return subprocess.run(
         [sys.executable, "-c", "from aimass.cli.app import main; main()", *args],
@@ -64,3 +66,35 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, args: list[str], messag
 def test_revoking_an_unknown_key_says_so(tmp_path: Path) -> None:
     done = _aimass(tmp_path, "keys", "revoke", "key_missing")
     assert done.returncode == 1 and "no API key 'key_missing'" in done.stderr
+
+
+def test_revoking_a_revoked_key_says_so_and_succeeds(tmp_path: Path) -> None:
+    made = json.loads(
+        _aimass(tmp_path, "keys", "create", "--name", "old", "--role", "invoker", "--json").stdout
+    )
+    key_id = made["key"]["id"]
+    first = _aimass(tmp_path, "keys", "revoke", "old", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["already_revoked"] is False
+    for target in (key_id, "old"):  # by id, and by the name only a revoked key holds
+        again = _aimass(tmp_path, "keys", "revoke", target)
+        assert again.returncode == 0, again.stderr
+        assert f"{key_id} (old) was already revoked at " in again.stderr
+    assert json.loads(_aimass(tmp_path, "keys", "revoke", key_id, "--json").stdout) == {
+        "key": json.loads(_aimass(tmp_path, "keys", "list", "--json").stdout)[0],
+        "already_revoked": True,
+    }
+    events = json.loads(_aimass(tmp_path, "audit", "--json").stdout)
+    assert [e["action"] for e in events] == ["keys.revoke", "keys.create"]  # revoked once
+
+
+def test_keys_list_shows_whole_ids_at_80_columns(tmp_path: Path) -> None:
+    args = ["--rate", "10", "--burst", "20", "--quota", "10000/day", "--expires", "90d"]
+    for name in ("web-app", "ops"):
+        made = _aimass(tmp_path, "keys", "create", "--name", name, "--role", "invoker", *args)
+        assert made.returncode == 0, made.stderr
+    ids = [k["id"] for k in json.loads(_aimass(tmp_path, "keys", "list", "--json").stdout)]
+    table = _aimass(tmp_path, "keys", "list", env={"COLUMNS": "80"}).stdout
+    assert max(len(line) for line in table.splitlines()) <= 80
+    assert all(key_id in table for key_id in ids)
+    assert "10/s, burst 20" in table and "10000/day" in table

@@ -29,7 +29,8 @@ def test_refusals_carry_retry_after_and_ratelimit_headers(serve: ServeFactory) -
             assert client.get("/v2").headers["x-ratelimit-remaining"] == "0"
             refused = client.post("/v2/models/iris/infer", json=IRIS_ROW)
             assert refused.status_code == 429
-            assert refused.json() == {"error": "rate limit or quota exceeded for this API key"}
+            assert refused.json() == {"error": "rate limit exceeded for this API key: slow down"}
+            assert refused.headers["x-ratelimit-reason"] == "rate"
             assert refused.headers["retry-after"] == "2"  # one token at 0.5/s
             assert refused.headers["x-ratelimit-remaining"] == "0"
             assert int(refused.headers["x-ratelimit-reset"]) >= 2
@@ -49,9 +50,24 @@ def test_daily_quota_rolls_over_at_midnight_utc(serve: ServeFactory) -> None:
             assert refused.status_code == 429
             assert refused.headers["retry-after"] == "60"
             assert refused.headers["x-ratelimit-limit"] == "3"
+            assert refused.headers["x-ratelimit-reason"] == "quota"
+            assert refused.json() == {
+                "error": "quota exceeded for this API key: no more requests until it renews"
+            }
             clock.now += 61
             assert client.get("/v2").status_code == 200
             assert client.get("/v2").headers["x-ratelimit-remaining"] == "1"
+
+
+def test_a_quota_that_runs_out_before_the_rate_is_named(serve: ServeFactory) -> None:
+    with serve() as served:
+        secret = served.key(Role.INVOKER, rate=100.0, burst=100, quota=(1, "day"))
+        with served.client(secret) as client:
+            assert client.get("/v2").status_code == 200
+            refused = client.get("/v1/models")
+            assert refused.status_code == 429
+            assert refused.headers["x-ratelimit-reason"] == "quota"
+            assert refused.json()["error"]["message"].startswith("quota exceeded")
 
 
 def test_monthly_quota_and_per_model_buckets(serve: ServeFactory) -> None:

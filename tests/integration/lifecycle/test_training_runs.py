@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from aimass.contract.manifest import LineageMethod
-from aimass.errors import AimassError
+from aimass.errors import AimassError, ErrorCode
 from aimass.lifecycle.runs import FAILED, RUNNING, SUCCEEDED, RunStore
 from aimass.lifecycle.spec import load_spec, parse_spec
 from aimass.lifecycle.train import Trainer, TrainResult
@@ -186,8 +186,9 @@ def test_a_failing_run_is_recorded_failed(lc_registry: Registry, runs: RunStore)
             "estimator": {"name": "LogisticRegression", "params": {"C": -1.0}},
         }
     )
-    with pytest.raises(ValueError, match="C"):
+    with pytest.raises(AimassError, match=r"fitting LogisticRegression failed: .*'C'") as raised:
         Trainer(lc_registry, runs).train(spec)
+    assert raised.value.code is ErrorCode.INVALID_INPUT  # the spec's mistake, not a bug
     (run,) = runs.list(model="broken")
     assert run.status == FAILED and "C" in run.message and run.finished_at is not None
     with pytest.raises(AimassError, match="not found"):

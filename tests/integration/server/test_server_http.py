@@ -362,6 +362,13 @@ def test_repository_extension(client: httpx.Client) -> None:
         "name": "iris-onnx",
         "unload": True,
     }
+    unloaded = {e["name"]: e for e in client.post("/v2/repository/index").json()}["iris-onnx"]
+    assert unloaded == {
+        "name": "iris-onnx",
+        "version": "1",
+        "state": "UNAVAILABLE",
+        "reason": "not loaded",
+    }
     assert client.get("/v2/models/iris-onnx/ready").status_code == 503
     assert client.post("/v2/repository/models/iris-onnx/load").status_code == 200
     assert client.get("/v2/models/iris-onnx/ready").json()["ready"] is True

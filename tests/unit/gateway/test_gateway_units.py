@@ -54,6 +54,7 @@ def test_token_bucket_admits_burst_then_rate() -> None:
     refused = limiter.take("k", policy)
     assert refused.retry_after_s == pytest.approx(0.5)
     assert refused.headers()["retry-after"] == "1"
+    assert refused.headers()["x-ratelimit-reason"] == "rate"
     clock.now += 0.5
     assert limiter.take("k", policy).allowed
     assert not limiter.take("k", policy).allowed
@@ -90,6 +91,7 @@ def test_quota_binds_and_rolls_over() -> None:
         "x-ratelimit-remaining": "0",
         "x-ratelimit-reset": "1",
         "retry-after": "1",
+        "x-ratelimit-reason": "quota",
     }
     clock.now += 1
     assert limiter.take("k", policy).allowed
