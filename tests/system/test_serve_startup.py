@@ -22,6 +22,7 @@ from aimass.registry import Registry
 from aimass.roles import Role
 from aimass.settings import Settings
 from aimass.testing.models import iris_classifier
+from aimass.testing.server import serve_in_process
 
 _IRIS_ROW = {
     "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [5, 3, 1, 0]}]
@@ -109,22 +110,9 @@ def test_a_start_up_model_that_does_not_load_stops_the_start(
 
 def _serves(home: Path, *args: str, **settings: str) -> httpx.Response:
     """Start ``aimass serve ARGS``, ask for iris's metadata, stop it."""
-    process = subprocess.Popen(
-        _aimass("serve", "--port", "0", *args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(home, **settings),
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("aimass serving on "), line + process.communicate()[1]
-        port = line.split(":")[-1].strip()
+    with serve_in_process(args, env=_env(home, **settings)) as served:
+        port = served.url.rsplit(":", 1)[1]
         return httpx.get(f"http://127.0.0.1:{port}/v2/models/iris", timeout=30)
-    finally:
-        process.terminate()
-        process.communicate(timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -150,20 +138,8 @@ def test_an_open_server_beyond_loopback_refuses_to_start(home: Path) -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
 def test_loopback_stays_open_without_keys(home: Path, host: str) -> None:
-    process = subprocess.Popen(
-        _aimass("serve", "--port", "0", "--host", host),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(home),
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("aimass serving on "), line + process.communicate()[1]
-    finally:
-        process.terminate()
-        process.communicate(timeout=60)
+    with serve_in_process(["--host", host], env=_env(home)) as served:
+        assert httpx.get(f"{served.url}/v2/health/ready", timeout=30).status_code == 200
 
 
 @pytest.mark.parametrize(
