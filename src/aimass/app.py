@@ -11,7 +11,9 @@ and the stack a request crosses::
 There is no module-level app: the CLI (or a test) builds settings and a
 registry and passes them in. The app's lifespan starts the engine (loading
 the start-up models) and, on shutdown, closes it so that requests in flight
-finish before the models are released.
+finish before the models are released. A start-up model that fails stops the
+start (unless ``server.allow_missing``), reported to the ASGI server as its
+one-line message rather than a traceback.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from collections.abc import AsyncIterator, Sequence
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aimass.codecs import RequestLimits
 from aimass.codecs.schema import SCHEMAS as OIP_WIRE
+from aimass.errors import AimassError
 from aimass.gateway import admin
 from aimass.gateway.admin import AdminRoutes
 from aimass.gateway.gateway import Gateway
@@ -81,6 +84,30 @@ def route_table(
     return table
 
 
+class _StartupFailure:
+    """Reports a start-up that failed with an :class:`AimassError` as its message alone.
+
+    Starlette reports a failed lifespan with the traceback, which the ASGI
+    server logs; a model that does not exist is the user's mistake, not a bug.
+    """
+
+    def __init__(self, app: ASGIApp, failures: list[AimassError]) -> None:
+        self.app = app
+        self.failures = failures
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def report(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.failures:
+                message = {**message, "message": self.failures[-1].message}
+            await send(message)
+
+        await self.app(scope, receive, report)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -90,6 +117,7 @@ def create_app(
     preload: Sequence[str] | None = None,
     manage_engine: bool = True,
     worker_header: bool = False,
+    allow_missing: bool | None = None,
 ) -> ASGIApp:
     """The aimass HTTP server: OIP REST, OpenAI-compatible endpoints, runs, admin, OpenAPI.
 
@@ -97,19 +125,29 @@ def create_app(
     ``registry``. With ``manage_engine`` (the default) the lifespan starts the
     engine, loading ``preload`` (default: ``settings.server.models``), and
     closes it and the gateway at shutdown; pass ``False`` when the caller owns
-    them. ``worker_header`` names the answering process in every response.
+    them. A start-up model that does not resolve or load fails the lifespan
+    unless ``allow_missing`` (default: ``settings.server.allow_missing``).
+    ``worker_header`` names the answering process in every response.
     """
     engine = engine or build_engine(registry, settings.serving)
     gateway = gateway or Gateway.from_settings(settings, registry.database)
     table = route_table(settings, engine=engine, registry=registry, gateway=gateway)
     startup = list(settings.server.models if preload is None else preload)
+    missing_ok = settings.server.allow_missing if allow_missing is None else allow_missing
+    failures: list[AimassError] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if not manage_engine:
             yield
             return
-        await engine.start(startup)
+        try:
+            await engine.start(startup, allow_missing=missing_ok)
+        except AimassError as exc:
+            failures.append(exc)
+            await engine.close()
+            await gateway.close()
+            raise
         try:
             yield
         finally:
@@ -121,8 +159,11 @@ def create_app(
         exception_handlers={HTTPException: routing_error_handler(table.protocol_for)},
         lifespan=lifespan,
     )
-    app: ASGIApp = GatewayLayer(
-        FastPath(router, table), gateway, table, max_body_bytes=settings.server.max_body_bytes
+    app: ASGIApp = _StartupFailure(
+        GatewayLayer(
+            FastPath(router, table), gateway, table, max_body_bytes=settings.server.max_body_bytes
+        ),
+        failures,
     )
     origins = settings.gateway.cors_origins
     if origins:

@@ -9,12 +9,15 @@ URLs that may carry a password are :class:`~pydantic.SecretStr`, never printed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aimass.errors import AimassError, ErrorCode
 
 __all__ = [
     "GatewaySettings",
@@ -70,9 +73,19 @@ class ServerSettings(_Section):
     """How ``aimass serve`` listens and how many processes it runs."""
 
     host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 lets the OS choose")
+    workers: int = Field(default=1, ge=1, description="Worker processes sharing the port")
     models: list[str] = Field(default_factory=list, description="Models to load at start-up")
+    allow_missing: bool = Field(
+        default=False,
+        description="Serve even if a start-up model does not resolve or load (it is logged); "
+        "by default such a model stops the start",
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Serve on an address other than loopback although no API key exists "
+        "(anyone who reaches it may use every model); by default that refuses to start",
+    )
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024,
         gt=0,
@@ -266,16 +279,65 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build settings from a YAML file (optional), then the environment, then overrides.
 
     Environment variables win over the file so one file can serve several
-    machines; explicit overrides (CLI flags) win over both.
+    machines; explicit overrides (CLI flags) win over both. A file that is not
+    YAML, an unknown key or a value of the wrong type, wherever it came from,
+    is INVALID_INPUT naming the setting and the value.
     """
     from_file: dict[str, Any] = {}
     if config_file is not None:
-        loaded = yaml.safe_load(config_file.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(config_file.read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise AimassError(
+                ErrorCode.INVALID_INPUT,
+                f"config file {config_file} is not readable YAML: {_yaml_reason(exc)}",
+            ) from exc
         if not isinstance(loaded, dict):
-            raise ValueError(f"{config_file}: expected a mapping at the top level")
+            raise AimassError(
+                ErrorCode.INVALID_INPUT,
+                f"config file {config_file}: expected a mapping of settings at the top level",
+            )
         from_file = loaded
-    env_only = Settings().model_dump(exclude_unset=True)
-    return Settings.model_validate(_deep_merge(_deep_merge(from_file, env_only), overrides))
+    try:
+        env_only = Settings().model_dump(exclude_unset=True)
+        return Settings.model_validate(_deep_merge(_deep_merge(from_file, env_only), overrides))
+    except ValidationError as exc:
+        where = f" (config file {config_file}, environment or flags)" if config_file else ""
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise AimassError(ErrorCode.INVALID_INPUT, f"{problems}{where}") from exc
+
+
+def _yaml_reason(exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """One validation error as the setting's config and env names, the value and why."""
+    loc = [str(part) for part in error["loc"]]
+    dotted = ".".join(loc)
+    env = "AIMASS_" + "__".join(part.upper() for part in loc)
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {dotted} ({env})"
+    value = "(hidden)" if _is_secret(error["loc"]) else repr(error["input"])
+    return f"invalid setting {dotted} ({env}) = {value}: {error['msg']}"
+
+
+def _is_secret(loc: Sequence[int | str]) -> bool:
+    """Whether the field at ``loc`` holds a secret, whose value is never shown."""
+    model: Any = Settings
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        if annotation is SecretStr or SecretStr in get_args(annotation):
+            return True
+        model = annotation
+    return False
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
+from aimass.errors import AimassError, ErrorCode
 from aimass.settings import Batching, Settings, load_settings
 
 
@@ -53,8 +54,59 @@ def test_file_then_environment_then_overrides(
 def test_unknown_keys_are_errors(tmp_path: Path) -> None:
     config = tmp_path / "aimass.yaml"
     config.write_text("server:\n  prot: 1\n")
-    with pytest.raises(ValidationError, match="prot"):
+    with pytest.raises(AimassError, match=r"unknown setting server\.prot \(AIMASS_SERVER__PROT\)"):
         load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    [
+        (
+            {"AIMASS_SERVING__MAX_BATCH_SIZE": "abc"},
+            {},
+            "invalid setting serving.max_batch_size (AIMASS_SERVING__MAX_BATCH_SIZE) = 'abc': ",
+        ),
+        ({}, {"server": {"port": 70000}}, "server.port (AIMASS_SERVER__PORT) = 70000: "),
+        ({}, {"server": {"port": -1}}, "server.port (AIMASS_SERVER__PORT) = -1: "),
+        ({}, {"server": {"workers": 0}}, "server.workers (AIMASS_SERVER__WORKERS) = 0: "),
+    ],
+)
+def test_a_bad_value_is_invalid_input_naming_the_setting_and_the_value(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], overrides: Any, message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(AimassError) as caught:
+        load_settings(**overrides)
+    assert caught.value.code is ErrorCode.INVALID_INPUT
+    assert message in caught.value.message
+
+
+def test_a_bad_secret_is_named_but_never_shown(tmp_path: Path) -> None:
+    config = tmp_path / "aimass.yaml"
+    config.write_text("registry:\n  database_url: [hunter2]\n")
+    with pytest.raises(AimassError) as caught:
+        load_settings(config)
+    assert "registry.database_url (AIMASS_REGISTRY__DATABASE_URL) = (hidden)" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("server: [1\n", "is not readable YAML: expected ',' or ']', but got '<stream end>'"),
+        ("- 1\n", "expected a mapping of settings at the top level"),
+    ],
+)
+def test_a_config_file_that_is_not_a_yaml_mapping_is_invalid_input(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "aimass.yaml"
+    config.write_text(text)
+    with pytest.raises(AimassError) as caught:
+        load_settings(config)
+    assert caught.value.code is ErrorCode.INVALID_INPUT
+    assert message in caught.value.message and str(config) in caught.value.message
 
 
 def test_batching_overrides_a_model_then_a_version_over_the_defaults(tmp_path: Path) -> None:

@@ -2,15 +2,20 @@
 
 Binds its socket before starting uvicorn so that ``--port 0`` can print the
 port the OS chose (one flushed line: ``aimass serving on http://HOST:PORT``, or
-``{"url": "http://HOST:PORT"}`` with ``--json``).
+``{"url": "http://HOST:PORT"}`` with ``--json``), and prints it only once the
+server accepts connections with its start-up models loaded: the line means
+"connect now". A start-up model that does not resolve or load stops the start
+(unless ``--allow-missing``), and so does an address beyond loopback with no
+API key to close it (unless ``--insecure``).
 uvicorn handles SIGTERM and SIGINT; the app's lifespan then closes the
 engine, letting requests in flight finish.
 
 With ``--workers N`` (N > 1) this process becomes a supervisor
 (:mod:`aimass.serving.supervisor`): it loads the start-up models
 (:mod:`aimass.serving.prefork`), forks N workers that share them and the
-socket (each answers with an ``x-aimass-worker`` header), replaces a worker
-that dies, and on SIGTERM drains them all.
+socket (each answers with an ``x-aimass-worker`` header), announces the
+address once every worker serves, replaces a worker that dies, and on SIGTERM
+drains them all.
 """
 
 from __future__ import annotations
@@ -72,10 +77,13 @@ def _settings(
     models: list[str],
     workers: int | None,
     tls: tuple[Path | None, Path | None],
+    switches: dict[str, bool],
 ) -> Settings:
     """The settings, built once: the file, then the environment, then the flags."""
     flags: dict[str, dict[str, Any]] = {}
     server = {"workers": workers, "host": host, "port": port, "models": models or None}
+    # A switch given on the command line turns its setting on; absent, the setting decides.
+    server.update({name: True for name, given in switches.items() if given})
     if any(value is not None for value in server.values()):
         flags["server"] = {key: value for key, value in server.items() if value is not None}
     if tls != (None, None):
@@ -124,9 +132,25 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option(help="PEM private key of --tls-cert", dir_okay=False)
     ] = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing",
+            help="Serve even if a start-up model does not resolve or load (it is logged)",
+        ),
+    ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve beyond loopback (e.g. --host 0.0.0.0) although no API key exists",
+        ),
+    ] = False,
     json: JsonFlag = False,
 ) -> None:
     """Serve the registry's models over HTTP: Open Inference Protocol and OpenAI-compatible."""
+    from aimass.gateway.exposure import check_exposure
+    from aimass.gateway.keys import KeyStore
     from aimass.registry import Registry
 
     settings = _settings(
@@ -136,13 +160,13 @@ def serve(
         list(model or []),
         workers,
         (tls_cert, tls_key),
+        {"allow_missing": allow_missing, "insecure": insecure},
     )
     tls = _tls_files(settings)
-    if settings.server.workers < 1:
-        raise AimassError(ErrorCode.INVALID_INPUT, "workers must be at least 1", field="workers")
     registry = Registry.from_settings(settings)
     preload = list(settings.server.models)
     try:
+        check_exposure(settings, KeyStore(registry.database))
         if demo:
             from aimass.cli.demo import register_demo_models
 
@@ -163,11 +187,8 @@ def serve(
             sys.stdout.flush()
 
         if settings.server.workers > 1:
-            # Announced once every worker is forked, so whoever reads the line
-            # and then sees the server ready sees the whole pool.
             raise SystemExit(_supervise(settings, registry, preload, sock, tls, announce))
-        announce()
-        _run(_server(settings, registry, tls, preload), sock)
+        _run(_server(settings, registry, tls, preload, on_started=announce), sock)
     finally:
         registry.close()
 
@@ -178,6 +199,7 @@ def _server(
     tls: tuple[str, str] | None,
     preload: Sequence[str],
     *,
+    on_started: Callable[[], object],
     preloaded: Sequence[tuple[VersionInfo, LoadedModel]] = (),
     limiter: Limiter | None = None,
     worker_header: bool = False,
@@ -186,6 +208,7 @@ def _server(
 
     from aimass.app import create_app
     from aimass.gateway.gateway import Gateway
+    from aimass.server.announcing import AnnouncingServer
     from aimass.serving.factory import build_engine
 
     app = create_app(
@@ -206,7 +229,7 @@ def _server(
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
     )
-    return uvicorn.Server(uv_config)
+    return AnnouncingServer(uv_config, on_started)
 
 
 def _run(server: uvicorn.Server, sock: socket.socket) -> None:
@@ -240,14 +263,16 @@ def _supervise(
 
     import aimass.app  # noqa: F401
 
-    shared = SharedModels.load(registry, preload, workers=workers)
+    shared = SharedModels.load(
+        registry, preload, workers=workers, allow_missing=settings.server.allow_missing
+    )
     # Made before the fork, so that every worker takes from the same counts.
     limiter = MemoryLimiter() if settings.gateway.rate_limit_backend == "memory" else None
     # Connections must not cross a fork: each worker opens its own registry.
     registry.close()
     keep_out_of_collections()
 
-    def run_worker(slot: int) -> int:
+    def run_worker(slot: int, ready: Callable[[], None]) -> int:
         shared.after_fork()
         own = Registry.from_settings(settings)
         try:
@@ -256,6 +281,7 @@ def _supervise(
                 own,
                 tls,
                 preload,
+                on_started=ready,
                 preloaded=shared.models,
                 limiter=limiter,
                 worker_header=True,

@@ -17,6 +17,7 @@ from typing import Any
 from filelock import FileLock
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aimass.errors import AimassError, ErrorCode
@@ -34,7 +35,15 @@ _PG_MIGRATION_LOCK = 0x41494D41
 
 def open_engine(url: str) -> Engine:
     """Create an engine for ``url`` and bring its schema up to date."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # The URL may hold a password: it is not repeated.
+        raise AimassError(
+            ErrorCode.INVALID_INPUT,
+            "registry.database_url (AIMASS_REGISTRY__DATABASE_URL) is not a database URL, "
+            "e.g. sqlite:///path/registry.db or postgresql+psycopg://user@host/db",
+        ) from None
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # psycopg 3 is the driver we ship in the postgres extra.
         parsed = parsed.set(drivername="postgresql+psycopg")

@@ -14,6 +14,11 @@
 The directory is complete on its own: ``AIMASS_HOME=home PYTHONPATH=vendor
 aimass serve --model iris:3`` serves it without Docker, which is how the tests
 check it on a machine that has no Docker engine.
+
+The image listens on 0.0.0.0, where ``aimass serve`` refuses to start open,
+so the build carries no keys and the README it writes says how keys reach
+the image: made in ``home`` before ``docker build`` (the image then holds
+their sha256, never a key), or the explicit ``AIMASS_SERVER__INSECURE=true``.
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ def _dockerfile(info: VersionInfo, needs_torch: bool, command: tuple[str, ...]) 
     quoted = ", ".join(f'"{part}"' for part in command)
     return f"""\
 # Serves {info.ref} with `aimass serve` (written by `aimass build {info.ref}`).
+# It listens on 0.0.0.0, so it starts only once home/ holds an API key (see README.md):
+#   AIMASS_HOME=home aimass keys create --name NAME --role invoker
 FROM python:{python}-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \\
@@ -183,11 +190,20 @@ def _readme(info: VersionInfo) -> str:
     return f"""\
 # {info.ref} as a container
 
+The image listens on 0.0.0.0, and a server that others can reach refuses to
+start without an API key. Create keys in this directory's registry before
+building; the image holds only their sha256, never a key:
+
+    KEY=$(AIMASS_HOME=home aimass keys create --name clients --role invoker)
     docker build -t {tag} .
     docker run --rm -p {_PORT}:{_PORT} {tag}
-    curl localhost:{_PORT}/v2/models/{info.model}
+    curl localhost:{_PORT}/v2/models/{info.model} -H "Authorization: Bearer $KEY"
 
-Without Docker, the same directory serves the version directly:
+To run it open on purpose (behind a gateway of your own, say), pass
+`-e AIMASS_SERVER__INSECURE=true` to `docker run`.
+
+Without Docker, the same directory serves the version directly (on
+127.0.0.1, open unless it holds a key):
 
     AIMASS_HOME=home PYTHONPATH=vendor aimass serve --model {info.ref}
 """

@@ -37,7 +37,7 @@ from aimass.serving.router import Router
 from aimass.serving.scheduler import Schedulers
 from aimass.settings import ServingSettings
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "startup_error"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -47,6 +47,20 @@ _CANNOT = {
     Capability.PREDICT_PROBA: "does not predict probabilities",
     Capability.EMBED: "is not an embedding model",
 }
+
+
+def startup_error(ref: str, error: Exception) -> AimassError:
+    """Why the server does not start: the start-up model ``ref`` failed with ``error``.
+
+    Anything but an :class:`AimassError` is a bug, whose traceback the caller logs.
+    """
+    if isinstance(error, AimassError):
+        code, why = error.code, error.message
+    else:
+        code, why = ErrorCode.INTERNAL, "the log has details"
+    return AimassError(
+        code, f"could not load start-up model {ref}: {why} (--allow-missing serves without it)"
+    )
 
 
 class Engine:
@@ -101,19 +115,27 @@ class Engine:
         """Whether the engine takes requests: started and not closing."""
         return self._started and not self._closing
 
-    async def start(self, preload: Sequence[str] = ()) -> None:
+    async def start(self, preload: Sequence[str] = (), *, allow_missing: bool = True) -> None:
         """Load the ``preload`` references, then become ready.
 
         A reference that fails to resolve or load is logged (and shown
-        UNAVAILABLE in :meth:`index` when it resolved) but never stops the start.
+        UNAVAILABLE in :meth:`index` when it resolved). With ``allow_missing``
+        the engine starts anyway; without, the start fails with the first
+        such error, its message naming the model, and the engine stays not ready.
         """
         self._loop = asyncio.get_running_loop()
         results = await asyncio.gather(*(self.load(ref) for ref in preload), return_exceptions=True)
         for ref, result in zip(preload, results, strict=True):
             if isinstance(result, AimassError):
+                if not allow_missing:
+                    raise startup_error(ref, result) from result
                 _log.warning("could not preload model %s: %s", ref, result.message)
-            elif isinstance(result, BaseException):
+            elif isinstance(result, Exception):
                 _log.error("could not preload model %s", ref, exc_info=result)
+                if not allow_missing:
+                    raise startup_error(ref, result) from result
+            elif isinstance(result, BaseException):
+                raise result
         self._started = True
 
     async def close(self) -> None:

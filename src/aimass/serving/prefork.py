@@ -34,6 +34,7 @@ from aimass.registry.records import VersionInfo
 from aimass.registry.registry import Registry
 from aimass.runtimes import runtime_class
 from aimass.runtimes.model import LoadedModel
+from aimass.serving.engine import startup_error
 
 __all__ = ["SharedModels"]
 
@@ -52,25 +53,30 @@ class SharedModels:
         self._after_fork = list(after_fork)
 
     @classmethod
-    def load(cls, registry: Registry, refs: Sequence[str], *, workers: int) -> SharedModels:
+    def load(
+        cls, registry: Registry, refs: Sequence[str], *, workers: int, allow_missing: bool = True
+    ) -> SharedModels:
         """Load ``refs`` now, in a way that is safe to fork afterwards.
 
-        A reference that fails to resolve or load is logged and left out
-        (each worker then tries it again, and shows it UNAVAILABLE if it
-        fails there too): one bad model never stops the server. Versions whose
-        runtime says they cannot be shared are left out too, for the workers
+        A reference that fails to resolve or load raises the engine's
+        :func:`~aimass.serving.engine.startup_error`; with ``allow_missing``
+        it is logged and left out instead (each worker then tries it again,
+        and shows it UNAVAILABLE if it fails there too). Versions whose
+        runtime says they cannot be shared are left out, for the workers
         to load themselves. Call it once, from the process that will fork,
         with no other threads of its own running.
         """
-        loader = _Preloader(workers)
+        loader = _Preloader(workers, allow_missing)
         models: list[tuple[VersionInfo, LoadedModel]] = []
         for ref in refs:
             try:
                 info = registry.resolve(ModelRef.parse(ref))
             except AimassError as exc:
+                if not allow_missing:
+                    raise startup_error(ref, exc) from exc
                 _log.warning("could not preload model %s: %s", ref, exc.message)
                 continue
-            loaded = loader.load(registry, info)
+            loaded = loader.load(registry, info, ref)
             if loaded is not None:
                 models.append((info, loaded))
         for before_fork in loader.before_fork:
@@ -98,14 +104,15 @@ class SharedModels:
 class _Preloader:
     """Loads versions before a fork, running each fork policy's hooks once."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, allow_missing: bool) -> None:
         self.workers = workers
+        self.allow_missing = allow_missing
         self.after_fork: list[Callable[[], None]] = []
         self.before_fork: list[Callable[[], None]] = []
         self._prepared: set[Callable[[int], Callable[[], None]]] = set()
 
-    def load(self, registry: Registry, info: VersionInfo) -> LoadedModel | None:
-        """The version loaded here, or None (logged) when it cannot or may not be."""
+    def load(self, registry: Registry, info: VersionInfo, ref: str) -> LoadedModel | None:
+        """The version loaded here, or None (logged) when it may not be or, if allowed, fails."""
         runtime = runtime_class(info.manifest.runtime)
         policy = runtime.fork_policy(info.manifest)
         if not policy.shared:
@@ -117,10 +124,14 @@ class _Preloader:
         try:
             loaded = registry.load(info.model, info.version)
         except AimassError as exc:
+            if not self.allow_missing:
+                raise startup_error(ref, exc) from exc
             _log.warning("could not preload model %s: %s", info.ref, exc.message)
             return None
-        except Exception:
+        except Exception as exc:
             _log.exception("could not preload model %s", info.ref)
+            if not self.allow_missing:
+                raise startup_error(ref, exc) from exc
             return None
         # Asked again now that it is loaded: a plan that did not open means
         # the framework itself serves, with what that takes.

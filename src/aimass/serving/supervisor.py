@@ -2,7 +2,9 @@
 
 :class:`WorkerPool` forks ``workers`` processes that each run a callable
 (typically a uvicorn server on the socket the supervisor bound), replaces one
-that dies (backing off if it keeps dying at start-up), and on SIGTERM or
+that dies (backing off if it keeps dying at start-up), says when every
+worker of the first round serves (each calls the ``ready`` it is given), stops
+them all if one of those exits before it served, and on SIGTERM or
 SIGINT forwards SIGTERM to every worker and waits for them to drain; a second
 signal kills them. It knows nothing of HTTP or models (what the workers share
 is :mod:`aimass.serving.prefork`'s). Workers run in their own process group (a
@@ -19,6 +21,7 @@ import logging
 import os
 import select
 import signal
+import struct
 import sys
 import time
 import traceback
@@ -30,8 +33,11 @@ __all__ = ["RunWorker", "WorkerPool"]
 
 _log = logging.getLogger(__name__)
 
-RunWorker = Callable[[int], int]
-"""Runs one worker in the forked process, given its slot number; returns its exit code."""
+RunWorker = Callable[[int, Callable[[], None]], int]
+"""Runs one worker in the forked process; returns its exit code.
+
+It is given its slot number and ``ready``, to call once it serves.
+"""
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _PR_SET_PDEATHSIG = 1
@@ -42,10 +48,11 @@ class _Worker:
     slot: int
     pid: int
     started: float
+    ready: bool = False
 
 
 class WorkerPool:
-    """A supervisor of ``workers`` forked processes, each running ``run_worker(slot)``.
+    """A supervisor of ``workers`` forked processes, each running ``run_worker(slot, ready)``.
 
     A worker that exits while the pool is running is replaced in its slot;
     one that lived less than ``min_uptime`` seconds is replaced after a
@@ -54,7 +61,9 @@ class WorkerPool:
     once when the first stop signal arrives, before the workers are told:
     closing the supervisor's copy of the listening socket there makes new
     connections fail at once instead of waiting in the backlog. ``on_started``
-    runs once every worker of the first round is forked.
+    runs once every worker of the first round has called its ``ready``; if
+    one of them exits before that, the pool stops every worker and
+    :meth:`run` returns 1 (a worker that cannot start would fail again).
     """
 
     def __init__(
@@ -86,6 +95,8 @@ class WorkerPool:
         self._stopping = False
         self._clean_stop = True
         self._wakeup = (-1, -1)
+        self._ready_pipe = (-1, -1)
+        self._up = False  # every worker of the first round has served
 
     @property
     def pids(self) -> list[int]:
@@ -106,22 +117,24 @@ class WorkerPool:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
         # A signal writes a byte here, waking select() however the race falls.
         previous_fd = signal.set_wakeup_fd(write_fd)
+        ready_read, ready_write = os.pipe()
+        os.set_blocking(ready_read, False)
+        self._ready_pipe = (ready_read, ready_write)
         try:
             for slot in range(self.workers):
                 self._spawn(slot)
-            if self._on_started is not None:
-                self._on_started()
             while self._live or (self._due and not self._stopping):
                 self._wait()
                 self._handle_signals()
+                self._collect_ready()
                 self._reap()
                 self._respawn_due()
         finally:
             signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            os.close(read_fd)
-            os.close(write_fd)
+            for fd in (read_fd, write_fd, ready_read, ready_write):
+                os.close(fd)
         return 0 if self._clean_stop else 1
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -131,7 +144,7 @@ class WorkerPool:
         timeout = None
         if self._due and not self._stopping:
             timeout = max(0.0, min(self._due.values()) - self._clock())
-        select.select([self._wakeup[0]], [], [], timeout)
+        select.select([self._wakeup[0], self._ready_pipe[0]], [], [], timeout)
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wakeup[0], 512):
                 pass
@@ -147,11 +160,32 @@ class WorkerPool:
                 self._clean_stop = False
             else:
                 _log.info("stopping %d worker(s) after their requests finish", len(self._live))
-                self._stopping = True
-                self._due.clear()
-                if self._on_stop is not None:
-                    self._on_stop()
-                self._signal_all(signal.SIGTERM)
+                self._stop()
+
+    def _stop(self) -> None:
+        self._stopping = True
+        self._due.clear()
+        if self._on_stop is not None:
+            self._on_stop()
+        self._signal_all(signal.SIGTERM)
+
+    def _collect_ready(self) -> None:
+        """Mark the workers that said they serve; the first time all have, say so."""
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self._ready_pipe[0], 4096):
+                # Each worker writes its pid in one write, smaller than PIPE_BUF: never split.
+                for (pid,) in struct.iter_unpack("=i", data):
+                    if pid in self._live:
+                        self._live[pid].ready = True
+        if (
+            not self._up
+            and not self._stopping
+            and len(self._live) == self.workers
+            and all(worker.ready for worker in self._live.values())
+        ):
+            self._up = True
+            if self._on_started is not None:
+                self._on_started()
 
     def _signal_all(self, signum: int) -> None:
         for pid in self.pids:
@@ -170,6 +204,13 @@ class WorkerPool:
             if worker is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            if not self._up and not worker.ready and not self._stopping:
+                _log.error(
+                    "worker %d exited with %s before it served; stopping", pid, _describe(code)
+                )
+                self._clean_stop = False
+                self._stop()
+                continue
             if self._stopping:
                 if code != 0:
                     self._clean_stop = False
@@ -216,13 +257,13 @@ class WorkerPool:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
-            for fd in self._wakeup:
+            for fd in (*self._wakeup, self._ready_pipe[0]):
                 os.close(fd)
             for sig in (*_STOP_SIGNALS, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             os.setpgid(0, 0)
             _die_with(supervisor)
-            code = self._run_worker(slot)
+            code = self._run_worker(slot, self._ready)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
@@ -232,6 +273,10 @@ class WorkerPool:
                 sys.stdout.flush()
                 sys.stderr.flush()
         return code
+
+    def _ready(self) -> None:
+        """Tell the supervisor, from a worker, that this worker serves."""
+        os.write(self._ready_pipe[1], struct.pack("=i", os.getpid()))
 
 
 def _die_with(supervisor: int) -> None:

@@ -3,19 +3,19 @@
 In a thread, the socket is bound before the server starts, so the port is
 known without a race, and the caller waits on uvicorn's own ``started`` flag
 (while checking the thread is alive) rather than sleeping. As a process,
-``aimass serve --port 0`` prints the address it bound, and the caller polls
-readiness while checking the process is alive.
+``aimass serve --port 0`` prints the address it bound once it serves with its
+start-up models loaded, so the caller waits for that line and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,13 +83,12 @@ def serve_in_process(
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 300.0,
 ) -> Iterator[ServeProcess]:
-    """Start ``aimass serve --port 0 ARGS``, wait until it is ready, yield it, stop it.
+    """Start ``aimass serve --port 0 ARGS``, wait for its address line, yield it, stop it.
 
-    Raises ``RuntimeError`` with the process's stderr if it exits before it
-    is ready or is not ready within ``startup_timeout`` seconds.
+    The line comes once the server accepts connections with its start-up
+    models loaded. Raises ``RuntimeError`` with the process's stderr if it
+    exits before that or does not print it within ``startup_timeout`` seconds.
     """
-    import httpx
-
     process = subprocess.Popen(
         [
             sys.executable,
@@ -107,26 +106,20 @@ def serve_in_process(
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()  # the flushed address line, or "" if it died
+        # The address line is flushed; "" means the process died first.
+        if not select.select([process.stdout], [], [], startup_timeout)[0]:
+            process.kill()
+            raise RuntimeError(
+                f"aimass serve did not start within {startup_timeout:g}s: "
+                f"{process.communicate(timeout=30)[1]}"
+            )
+        line = process.stdout.readline()
         if not line.startswith("aimass serving on "):
             process.kill()
             raise RuntimeError(
                 f"aimass serve did not start: {line}{process.communicate(timeout=30)[1]}"
             )
-        url = line.split()[-1]
-        deadline = time.monotonic() + startup_timeout
-        with httpx.Client(base_url=url, timeout=5) as client:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"aimass serve exited: {process.communicate()[1]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"aimass serve not ready within {startup_timeout:g}s")
-                try:
-                    if client.get("/v2/health/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    continue
-        yield ServeProcess(url, process)
+        yield ServeProcess(line.split()[-1], process)
     finally:
         if process.poll() is None:
             process.kill()

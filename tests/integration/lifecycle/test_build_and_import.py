@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +139,44 @@ def test_build_directory_serves_the_version_without_docker(
         assert answer.json()["model_version"] == "1"
         labels = {o["name"]: o["data"] for o in answer.json()["outputs"]}["label"]
         assert labels == list(churn.pipeline.predict(rows))
+        code, stderr = served.stop()
+    assert code == 0, stderr
+
+
+def test_the_image_refuses_to_start_open_and_serves_with_the_keys_its_readme_says(
+    built: BuildContext, tmp_path: Path
+) -> None:
+    """The image binds 0.0.0.0: keys made in its home, as its README says, are what open it."""
+    copy = tmp_path / "churn"
+    shutil.copytree(built.directory, copy)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMASS_")}
+    env.update(
+        AIMASS_HOME=str(copy / "home"),
+        PYTHONPATH=str(copy / "vendor"),
+        AIMASS_SERVER__HOST="0.0.0.0",  # the Dockerfile's
+    )
+    aimass = [sys.executable, "-c", "from aimass.cli.app import main; main()"]
+    refused = subprocess.run(
+        [*aimass, *built.image_command, "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert "with no API key" in " ".join(refused.stderr.split())
+    readme = (copy / "README.md").read_text()
+    command = "AIMASS_HOME=home aimass keys create --name clients --role invoker"
+    assert command in readme and "AIMASS_SERVER__INSECURE=true" in readme
+    created = subprocess.run(
+        [*aimass, *command.split()[2:]], env=env, capture_output=True, text=True, check=True
+    )
+    key = created.stdout.strip()
+    with serve_in_process(built.image_command[1:], env=env) as served:
+        port = served.url.rsplit(":", 1)[1]
+        url = f"http://127.0.0.1:{port}/v2/models/churn"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers={"Authorization": f"Bearer {key}"}).status_code == 200
         code, stderr = served.stop()
     assert code == 0, stderr
 

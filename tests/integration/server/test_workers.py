@@ -138,8 +138,8 @@ def _workers_answering(client: httpx.Client, expected: set[int], limit: int = 40
 
 @pytest.fixture
 def two_workers(env: dict[str, str]) -> Iterator[ServeProcess]:
-    # A start-up model that cannot load must not keep the others from serving.
-    args = ["--workers", "2", "-m", "iris", "-m", "no-such-model"]
+    # With --allow-missing, a start-up model that cannot load does not keep the others from serving.
+    args = ["--workers", "2", "-m", "iris", "-m", "no-such-model", "--allow-missing"]
     with serve_in_process(args, env=env) as served:
         yield served
 
