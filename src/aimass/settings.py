@@ -91,6 +91,28 @@ class ServerSettings(_Section):
         gt=0,
         description="Largest request body accepted (after decompression); larger is 413",
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest request line plus headers; larger is 431 and the connection closes",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest a request line and headers may take to arrive (counted from the "
+        "connection or the request's first byte); then 408 and the connection closes",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a request body may stall with no byte arriving; "
+        "then 408 and the connection closes",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="Open connections per worker process; a request past them is 503",
+    )
     gzip_min_bytes: int = Field(
         default=4096,
         ge=0,

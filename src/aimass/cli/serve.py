@@ -209,6 +209,7 @@ def _server(
     from aimass.app import create_app
     from aimass.gateway.gateway import Gateway
     from aimass.server.announcing import AnnouncingServer
+    from aimass.server.connection import connection_options
     from aimass.serving.factory import build_engine
 
     app = create_app(
@@ -228,6 +229,7 @@ def _server(
         timeout_graceful_shutdown=math.ceil(settings.serving.request_timeout_s),
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
+        **connection_options(settings.server),
     )
     return AnnouncingServer(uv_config, on_started)
 

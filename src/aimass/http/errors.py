@@ -12,6 +12,7 @@ that id.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
@@ -25,6 +26,7 @@ from aimass.http.body import json_response
 
 __all__ = [
     "Protocol",
+    "client_request_id",
     "error_response",
     "failure_response",
     "request_id",
@@ -35,6 +37,10 @@ logger = logging.getLogger("aimass.server")
 
 _STATUS_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
 
+# What a client's id may be to be echoed and logged: short, and nothing a log
+# line, a header or a terminal could take for structure.
+_SAFE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
 
 class Protocol(StrEnum):
     """Which error body shape a route speaks."""
@@ -43,11 +49,19 @@ class Protocol(StrEnum):
     OPENAI = "openai"
 
 
+def client_request_id(value: bytes) -> str | None:
+    """An ``X-Request-ID`` value as the request's id if it is safe to echo, else None.
+
+    Safe: 1 to 128 characters of ``A-Z a-z 0-9 . _ : -``.
+    """
+    return value.decode("ascii") if _SAFE_ID.fullmatch(value) else None
+
+
 def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The client's ``X-Request-ID`` (from raw ASGI headers) if it sent one, else a fresh one."""
+    """The client's ``X-Request-ID`` (from raw ASGI headers) if it is safe, else a fresh one."""
     for name, value in headers:
-        if name == b"x-request-id" and value:
-            return value.decode("latin-1")
+        if name == b"x-request-id":
+            return client_request_id(value) or uuid.uuid4().hex
     return uuid.uuid4().hex
 
 

@@ -23,7 +23,7 @@ from aimass.contract.signature import TensorSpec
 from aimass.errors import AimassError, ErrorCode
 from aimass.http.body import json_response, read_body, receive_body, send_success
 from aimass.http.caller import CALLER
-from aimass.http.errors import Protocol, failure_response, request_id
+from aimass.http.errors import Protocol, client_request_id, failure_response, request_id
 from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
 from aimass.registry.records import VersionInfo
 from aimass.roles import Role
@@ -388,7 +388,7 @@ class InferEndpoint:
             if len(body) > self._check_above:
                 self.limits.check_tensors(request.inputs)
             if rid is not None:
-                request.request_id = rid.decode("latin-1")
+                request.request_id = client_request_id(rid)
             caller = scope.get(CALLER)
             if caller is not None:
                 request.caller = caller
