@@ -141,6 +141,7 @@ def create_app(
         if not manage_engine:
             yield
             return
+        gateway.start()
         try:
             await engine.start(startup, allow_missing=missing_ok)
         except AimassError as exc:

@@ -202,7 +202,22 @@ class GatewaySettings(_Section):
         default=2.0,
         ge=0,
         description="How long the server trusts its copy of the key table before "
-        "re-reading it (keys created or revoked by another process show up within this)",
+        "re-reading it; a backstop, since an unknown key and a change notification "
+        "(key_watch_s) each trigger a re-read sooner",
+    )
+    key_recheck_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="Shortest time between the re-reads of the key table that unknown keys "
+        "trigger (a key made a moment ago works at once; a flood of bad keys costs one read "
+        "per interval)",
+    )
+    key_watch_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often a server checks the key table for changes made by other "
+        "processes (SQLite; PostgreSQL is told at once by NOTIFY and this is its reconnect "
+        "delay): a revoked key is refused within about this",
     )
     rate_limit_backend: Literal["memory", "redis"] = Field(
         default="memory",
