@@ -75,6 +75,13 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 lets the OS choose")
     workers: int = Field(default=1, ge=1, description="Worker processes sharing the port")
+    keepalive_requests: int = Field(
+        default=100,
+        ge=1,
+        description="With workers > 1, the most requests one connection carries before the "
+        "response asks the client to reconnect (Connection: close), so that keep-alive "
+        "clients spread over the workers, a replaced one included",
+    )
     models: list[str] = Field(default_factory=list, description="Models to load at start-up")
     allow_missing: bool = Field(
         default=False,
