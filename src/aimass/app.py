@@ -141,6 +141,7 @@ def create_app(
         if not manage_engine:
             yield
             return
+        gateway.start()
         try:
             await engine.start(startup, allow_missing=missing_ok)
         except AimassError as exc:
@@ -177,5 +178,5 @@ def create_app(
             max_age=600,
         )
     if worker_header:
-        app = WorkerHeader(app)
+        app = WorkerHeader(app, keepalive_requests=settings.server.keepalive_requests)
     return app

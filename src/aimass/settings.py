@@ -75,6 +75,13 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 lets the OS choose")
     workers: int = Field(default=1, ge=1, description="Worker processes sharing the port")
+    keepalive_requests: int = Field(
+        default=100,
+        ge=1,
+        description="With workers > 1, the most requests one connection carries before the "
+        "response asks the client to reconnect (Connection: close), so that keep-alive "
+        "clients spread over the workers, a replaced one included",
+    )
     models: list[str] = Field(default_factory=list, description="Models to load at start-up")
     allow_missing: bool = Field(
         default=False,
@@ -224,7 +231,22 @@ class GatewaySettings(_Section):
         default=2.0,
         ge=0,
         description="How long the server trusts its copy of the key table before "
-        "re-reading it (keys created or revoked by another process show up within this)",
+        "re-reading it; a backstop, since an unknown key and a change notification "
+        "(key_watch_s) each trigger a re-read sooner",
+    )
+    key_recheck_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="Shortest time between the re-reads of the key table that unknown keys "
+        "trigger (a key made a moment ago works at once; a flood of bad keys costs one read "
+        "per interval)",
+    )
+    key_watch_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often a server checks the key table for changes made by other "
+        "processes (SQLite; PostgreSQL is told at once by NOTIFY and this is its reconnect "
+        "delay): a revoked key is refused within about this",
     )
     rate_limit_backend: Literal["memory", "redis"] = Field(
         default="memory",

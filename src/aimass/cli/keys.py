@@ -125,7 +125,7 @@ def revoke(
     key: Annotated[str, typer.Argument(help="The key's id (key_…) or its unique name")],
     json: JsonFlag = False,
 ) -> None:
-    """Revoke a key; servers stop accepting it within gateway.key_refresh_s.
+    """Revoke a key; running servers stop accepting it within about a second.
 
     A key revoked already is left as it was, and said so: the command still
     succeeds, since the key is unusable either way, so a script may repeat it.

@@ -1,7 +1,9 @@
 """The gateway: who is calling, may they, and may they now.
 
 :class:`Gateway` holds the key table (a copy, re-read every
-``key_refresh_s``), the rate limiter, the audit log and the request limits;
+``key_refresh_s``, as soon as :mod:`aimass.gateway.keywatch` says it changed,
+and, at most every ``key_recheck_s``, when a key is not in it), the rate
+limiter, the audit log and the request limits;
 :mod:`aimass.gateway.layer` asks it about each request. With
 ``enabled="auto"`` keys are required as soon as one exists, so a local demo
 with no keys stays open and a deployment closes by creating its first key.
@@ -23,6 +25,7 @@ from aimass.contract.reference import ModelRef
 from aimass.errors import AimassError, ErrorCode
 from aimass.gateway.audit import AuditLog
 from aimass.gateway.keys import ApiKey, KeyStore, digest
+from aimass.gateway.keywatch import KeyWatcher
 from aimass.gateway.ratelimit import Clock, Decision, Limiter, MemoryLimiter, Policy
 from aimass.roles import Role
 
@@ -82,8 +85,10 @@ class Gateway:
         self._clock = clock
         self._table: dict[str, ApiKey] = {}
         self._any = False
-        self._loaded_at = -math.inf
+        self._loaded_at = -math.inf  # when the read of the copy in hand started
+        self._changes = 0  # changes announced by the watcher (its thread adds to it)
         self._refresh = asyncio.Lock()
+        self._watcher = KeyWatcher(keys, self.invalidate, interval=settings.key_watch_s)
 
     @classmethod
     def from_settings(
@@ -132,6 +137,11 @@ class Gateway:
             return self._table
         return None
 
+    def start(self) -> None:
+        """Start watching the key table for changes other processes make."""
+        if not self.off:
+            self._watcher.start()
+
     async def table(self) -> dict[str, ApiKey]:
         """The usable keys by digest, re-read from the database when the copy is stale."""
         table = self.cached_table()
@@ -139,16 +149,39 @@ class Gateway:
             return table
         async with self._refresh:
             if time.monotonic() - self._loaded_at >= self.settings.key_refresh_s:
-                try:
-                    self._table, self._any = await run_in_threadpool(self.keys.snapshot)
-                except Exception:
-                    # Keep serving with the last table we had; say so.
-                    logger.exception("could not re-read the API key table")
-                self._loaded_at = time.monotonic()
+                await self._reload()
         return self._table
 
+    async def recheck(self, since: float) -> dict[str, ApiKey]:
+        """The usable keys as read at ``since`` or later: a key not in the copy may be new.
+
+        Reads are at least ``key_recheck_s`` apart however many requests ask,
+        so a request waits at most that long for the read that answers it,
+        and a flood of unknown keys costs one read per interval.
+        """
+        async with self._refresh:
+            if self._loaded_at < since:
+                wait = self._loaded_at + self.settings.key_recheck_s - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self._reload()
+        return self._table
+
+    async def _reload(self) -> None:
+        """Read the key table (off the event loop); the caller holds ``_refresh``."""
+        started, changes = time.monotonic(), self._changes
+        try:
+            self._table, self._any = await run_in_threadpool(self.keys.snapshot)
+        except Exception:
+            # Keep serving with the last table we had; say so.
+            logger.exception("could not re-read the API key table")
+        if self._changes == changes:
+            self._loaded_at = started
+        # else a change was announced during the read, which may predate it: read again next time
+
     def invalidate(self) -> None:
-        """Re-read the key table on the next request (after a key changes here)."""
+        """Re-read the key table on the next request (after a key changes, here or elsewhere)."""
+        self._changes += 1
         self._loaded_at = -math.inf
 
     def enforcing(self) -> bool:
@@ -164,11 +197,13 @@ class Gateway:
         """The gateway's clock as a UTC datetime."""
         return datetime.fromtimestamp(self._clock(), UTC)
 
-    def authenticate(self, table: dict[str, ApiKey], presented: str | None) -> ApiKey:
+    async def authenticate(self, table: dict[str, ApiKey], presented: str | None) -> ApiKey:
         """The key a request presents; UNAUTHENTICATED if missing, unknown, revoked or expired.
 
-        Unknown, revoked and expired keys get the same message: only the
-        holder of a key learns anything from its state, and from the log.
+        A key not in ``table`` is looked for again in a fresh read (it may
+        have been made since ``table`` was). Unknown, revoked and expired keys
+        get the same message: only the holder of a key learns anything from
+        its state, and from the log.
         """
         if not presented:
             raise AimassError(
@@ -177,6 +212,8 @@ class Gateway:
             )
         presented_digest = digest(presented)
         key = table.get(presented_digest)
+        if key is None:
+            key = (await self.recheck(time.monotonic())).get(presented_digest)
         if key is None or not key.matches(presented_digest):
             raise AimassError(ErrorCode.UNAUTHENTICATED, "invalid API key")
         if not key.usable(self.now()):
@@ -211,5 +248,6 @@ class Gateway:
             logger.exception("could not write the audit event %s", event)
 
     async def close(self) -> None:
-        """Release the limiter's connections."""
+        """Stop watching the key table and release the limiter's connections."""
+        await run_in_threadpool(self._watcher.stop)
         await self.limiter.close()

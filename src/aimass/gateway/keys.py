@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from aimass.db.base import utcnow
 from aimass.db.database import SqlStore
@@ -28,6 +29,7 @@ from aimass.gateway.tables import ApiKeyRow
 from aimass.roles import Role
 
 __all__ = [
+    "KEY_CHANNEL",
     "KEY_PREFIX",
     "MAX_QUOTA",
     "ApiKey",
@@ -41,6 +43,9 @@ __all__ = [
 
 KEY_PREFIX = "aimass_"
 """Every key starts with this, so secret scanners and people can recognise one."""
+
+KEY_CHANNEL = "aimass_keys"
+"""The PostgreSQL ``NOTIFY`` channel told of every key made or revoked."""
 
 MAX_QUOTA = 1_000_000_000
 """The most requests a quota may allow per period (the database keeps a 32-bit count)."""
@@ -261,6 +266,7 @@ class KeyStore(SqlStore):
         )
         with self._tx() as session:
             session.add(row)
+            _announce(session)
         return NewKey(_record(row), secret)
 
     def list(self) -> list[ApiKey]:
@@ -285,6 +291,7 @@ class KeyStore(SqlStore):
                 raise AimassError(ErrorCode.NOT_FOUND, f"no API key {key_id!r}")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+                _announce(session)
             return _record(row)
 
     def snapshot(self) -> tuple[dict[str, ApiKey], bool]:
@@ -297,3 +304,22 @@ class KeyStore(SqlStore):
             rows = session.scalars(select(ApiKeyRow)).all()
             usable = {row.digest: _record(row) for row in rows if row.revoked_at is None}
             return usable, bool(rows)
+
+    def mark(self) -> tuple[int, int]:
+        """How many keys were made and how many revoked: it changes whenever the table does.
+
+        Keys are never deleted and a revocation is final, so the two counts
+        only grow, and any change to the table grows one of them.
+        """
+        with self._tx() as session:
+            made, revoked = session.execute(
+                select(func.count(), func.count(ApiKeyRow.revoked_at))
+            ).one()
+            return made, revoked
+
+
+def _announce(session: Session) -> None:
+    """On PostgreSQL, tell listening servers that the key table changed (sent on commit)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": KEY_CHANNEL})

@@ -129,7 +129,7 @@ class GatewayLayer:
         key: ApiKey | None = None
         decision: Decision | None = None
         try:
-            key = gateway.authenticate(table, key_from_headers(scope["headers"]))
+            key = await gateway.authenticate(table, key_from_headers(scope["headers"]))
             gateway.authorize(key, role)
             model = None if route is None or route.model is None else params.get(route.model)
             if route is not None and route.model_in_body and key.models:

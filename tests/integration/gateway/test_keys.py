@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from aimass.gateway.keys import ApiKey
 from aimass.roles import Role
 from tests.integration.gateway.gatewaytest import IRIS_ROW, FakeClock, ServeFactory
 
@@ -57,6 +61,38 @@ def test_a_key_revoked_elsewhere_stops_working_within_the_refresh(serve: ServeFa
             deadline = time.monotonic() + 10
             while client.get("/v2").status_code == 200:
                 assert time.monotonic() < deadline, "the revoked key kept working"
+
+
+def test_unknown_keys_reread_the_table_at_most_once_per_interval(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interval = 0.2
+    with serve(key_refresh_s=60, key_recheck_s=interval, key_watch_s=60) as served:
+        served.key(Role.INVOKER)  # keys are required from here on
+        reads: list[float] = []
+        snapshot = served.keys.snapshot
+
+        def counted() -> tuple[dict[str, ApiKey], bool]:
+            reads.append(time.monotonic())
+            return snapshot()
+
+        monkeypatch.setattr(served.keys, "snapshot", counted)
+
+        def unknown(index: int) -> int:
+            with served.client(f"aimass_unknown-{index}") as client:
+                return client.get("/v2").status_code
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(unknown, range(64)))
+        elapsed = time.monotonic() - started
+        assert statuses == [401] * 64
+        # One read per interval at most, plus the one a request that came in during it waits for.
+        assert 1 <= len(reads) <= elapsed / interval + 2, (len(reads), elapsed)
+        # A key made elsewhere (no invalidate) is found by the re-read its first request triggers.
+        made = served.keys.create(name="new", role=Role.INVOKER, created_by="another process")
+        with served.client(made.secret) as client:
+            assert client.get("/v2").status_code == 200
 
 
 def test_an_expired_key_is_refused(serve: ServeFactory) -> None:

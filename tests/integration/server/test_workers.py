@@ -8,6 +8,7 @@ which requests are inside a worker when it signals the supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -171,6 +172,48 @@ def test_a_killed_worker_is_replaced_and_no_request_fails(two_workers: ServeProc
     assert code == 0, stderr
     assert f"worker {victim} exited with signal SIGKILL" in stderr
     assert "could not preload model no-such-model" in stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads worker pids from /proc")
+def test_keep_alive_clients_reach_a_replaced_worker(env: dict[str, str]) -> None:
+    # Each connection is asked to reconnect every 10 requests; where it lands is the
+    # kernel's choice, so the bound allows 30 reconnects per client (2 to 4 sufficed).
+    clients, rounds = 8, 300
+    env = {**env, "AIMASS_SERVER__KEEPALIVE_REQUESTS": "10"}
+    with (
+        serve_in_process(["--workers", "2", "-m", "iris"], env=env) as served,
+        contextlib.ExitStack() as stack,
+    ):
+        supervisor = served.process.pid
+        workers = _children(supervisor)
+        # Keep-alive clients, each holding one connection to whichever worker took it.
+        pool = [
+            stack.enter_context(httpx.Client(base_url=served.url, timeout=30))
+            for _ in range(clients)
+        ]
+
+        def answered_by(client: httpx.Client) -> int:
+            for _ in range(3):  # a connection the dead worker held may fail once
+                try:
+                    response = _iris(client)
+                except httpx.TransportError:
+                    continue
+                assert response.status_code == 200, response.text
+                return int(response.headers[WORKER_HEADER])
+            raise AssertionError("three requests in a row failed")
+
+        for client in pool:
+            answered_by(client)
+        os.kill(min(workers), signal.SIGKILL)
+        # The clients keep sending; those the dead worker held reconnect at once,
+        # before its replacement serves, so only spreading can bring them over.
+        seen: set[int] = set()
+        for _ in range(rounds):
+            seen.update(answered_by(client) for client in pool)
+            if seen - workers:
+                break
+        assert seen - workers, f"after {rounds * clients} requests only {seen} answered"
+        assert seen - workers <= _children(supervisor)
 
 
 def _started(gate: Path) -> dict[int, int]:
