@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,60 @@ def test_first_registrations_of_a_new_model_race_safely(
     outs = [p.communicate(timeout=180)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sorted(int(o) for o in outs) == [1, 2, 3]
+
+
+# Past 2**31 - 1 PostgreSQL's INTEGER refuses the comparison; past 2**63 - 1 SQLite's does.
+BEYOND_ANY_DATABASE = [2**31, 2**63, 10**20]
+
+
+@ONE_PER_DATABASE
+@pytest.mark.parametrize("number", BEYOND_ANY_DATABASE)
+def test_a_version_number_no_database_holds_is_not_found(
+    registry: Registry, clf: Any, iris: Any, number: int
+) -> None:
+    registry.register(clf, "iris", sample_input=iris[0][:2])
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
+        (registry.get_version, ("iris", number), {}),
+        (registry.resolve, (f"iris:{number}",), {}),
+        (registry.load, ("iris", number), {}),
+        (registry.archive_version, ("iris", number), {}),
+        (registry.restore_version, ("iris", number), {}),
+        (registry.delete_version, ("iris", number), {}),
+        (registry.set_alias, ("iris", "production", number), {}),
+        (registry.set_tags, ("iris", {"stage": "x"}), {"version": number}),
+        (registry.delete_tag, ("iris", "stage"), {"version": number}),
+    ]
+    for call, args, kwargs in calls:
+        with pytest.raises(AimassError) as info:
+            call(*args, **kwargs)
+        assert info.value.code is ErrorCode.NOT_FOUND, call.__name__
+    assert registry.resolve("iris:1").version == 1
+
+
+@ONE_PER_DATABASE
+def test_the_python_api_finds_no_version_no_database_holds(
+    registry: Registry, settings: Settings, clf: Any, iris: Any
+) -> None:
+    registry.register(clf, "iris", sample_input=iris[0][:2])
+    script = textwrap.dedent(
+        f"""
+        import aimass
+        from aimass.errors import AimassError
+        for number in {BEYOND_ANY_DATABASE!r}:
+            try:
+                aimass.load(f"iris:{{number}}")
+            except AimassError as exc:
+                print(exc.code.value, exc.message)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"not_found model 'iris' has no version {n}" for n in BEYOND_ANY_DATABASE
+    ]

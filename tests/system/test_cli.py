@@ -13,6 +13,8 @@ import joblib
 import numpy as np
 import pytest
 
+from aimass.registry import Registry
+from aimass.settings import RegistrySettings, Settings
 from aimass.testing.cli import Cli
 from aimass.testing.models import iris_classifier, iris_onnx
 from tests.conftest import PickleTrap
@@ -294,3 +296,30 @@ def test_bad_values_are_errors_naming_what_is_valid(
     done = cli.run(*args, ok=False)
     assert done.returncode == 1
     assert message in done.stderr
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_version_number_no_database_holds_is_one_not_found_line(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    cli = Cli(tmp_path)
+    registry_settings = RegistrySettings()
+    env: dict[str, str] = {}
+    if database == "postgres":
+        url = request.getfixturevalue("postgres_database")()
+        registry_settings = RegistrySettings(database_url=url)
+        env["AIMASS_REGISTRY__DATABASE_URL"] = url
+    registry = Registry.from_settings(Settings(home=tmp_path / "home", registry=registry_settings))
+    clf, x = iris_classifier()
+    registry.register(clf, "iris", sample_input=x[:2])
+    registry.close()
+    # Past 2**31 - 1 PostgreSQL's INTEGER refuses the comparison; past 2**63 - 1 SQLite's does.
+    for number in (2**31, 2**63, 10**20):
+        for args, words in (
+            (("models", "show", f"iris:{number}"), f"model 'iris' has no version {number}"),
+            (("runs", "show", str(number)), f"run {number} not found"),
+        ):
+            done = cli.run(*args, ok=False, env=env)
+            assert done.returncode == 1, done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+            assert words in _flat(done.stderr)

@@ -22,24 +22,26 @@ class RequestLimits:
 
     @property
     def body_bytes_always_within(self) -> int:
-        """A body of at most this many bytes cannot break either limit.
+        """A body of at most this many bytes holds no string past the limit.
 
-        Every element takes at least one byte of the (decompressed) body, JSON
-        or binary, and no JSON escape decodes to more bytes than it is written
-        with, so the tensors of a smaller body need no look.
+        Every string byte takes at least one byte of the (decompressed) body,
+        JSON or binary, and no JSON escape decodes to more bytes than it is
+        written with, so the strings of a smaller body need no look.
         """
-        return min(self.max_tensor_elements, self.max_string_bytes)
+        return self.max_string_bytes
 
-    def check_tensors(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> None:
-        """Refuse a decoded tensor with too many elements or too long a string element."""
+    def check_count(self, name: str, count: int) -> None:
+        """Refuse a tensor of more elements than the limit (decoders ask before allocating)."""
+        if count > self.max_tensor_elements:
+            raise AimassError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"input '{name}' has {count} elements; the limit is {self.max_tensor_elements}",
+                field=name,
+            )
+
+    def check_strings(self, inputs: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Refuse a decoded tensor holding a string element longer than the limit."""
         for name, array in inputs.items():
-            if array.size > self.max_tensor_elements:
-                raise AimassError(
-                    ErrorCode.PAYLOAD_TOO_LARGE,
-                    f"input '{name}' has {array.size} elements; the limit is "
-                    f"{self.max_tensor_elements}",
-                    field=name,
-                )
             if array.dtype.kind in "OSU":
                 self._check_strings(name, array.ravel())
 

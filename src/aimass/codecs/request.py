@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from aimass.codecs.limits import RequestLimits
 from aimass.codecs.tensor import (
     NUMERIC_DATATYPES,
     decode_binary_tensor,
@@ -87,14 +88,17 @@ def decode_infer_request(
     *,
     model: str = "",
     version: int | None = None,
+    limits: RequestLimits | None = None,
 ) -> InferRequest:
     """Decode a request body into the request for ``model`` (and ``version``) the path names.
 
-    ``header_length`` comes from ``Inference-Header-Content-Length``.
+    ``header_length`` comes from ``Inference-Header-Content-Length``. Each
+    tensor's element count is checked against ``limits`` as it is decoded,
+    before anything is allocated from its shape.
     """
     if header_length is None:
         document = parse_json_object(body)
-        plain = _plain_request(document, model, version)
+        plain = _plain_request(document, model, version, limits)
         if plain is not None:
             return plain
         tail = bytearray()
@@ -111,7 +115,7 @@ def decode_infer_request(
     missing: set[str] = set()
     return InferRequest(
         model,
-        _decode_inputs(document.get("inputs"), tail, missing),
+        _decode_inputs(document.get("inputs"), tail, missing, limits),
         version,
         outputs=None if outputs is None else _decode_outputs(outputs),
         parameters=parameters,
@@ -125,7 +129,7 @@ _PLAIN_TENSOR = frozenset(("name", "datatype", "shape", "data"))
 
 
 def _plain_request(
-    document: dict[str, Any], model: str, version: int | None
+    document: dict[str, Any], model: str, version: int | None, limits: RequestLimits | None
 ) -> InferRequest | None:
     """The common request, decoded with the fewest checks; None for anything else.
 
@@ -156,14 +160,14 @@ def _plain_request(
             return None
         # From here on a mistake gets the error the general path would give.
         shape = parse_shape(name, item["shape"])
-        inputs[name] = decode_json_tensor(name, numeric, shape, item["data"], missing)
+        inputs[name] = decode_json_tensor(name, numeric, shape, item["data"], missing, limits)
     if missing:
         return InferRequest(model, inputs, version, id=request_id, missing=frozenset(missing))
     return InferRequest(model, inputs, version, id=request_id)
 
 
 def _decode_inputs(
-    items: Any, tail: bytearray, missing: set[str]
+    items: Any, tail: bytearray, missing: set[str], limits: RequestLimits | None
 ) -> dict[str, np.ndarray[Any, Any]]:
     if not isinstance(items, list) or not items:
         raise _invalid("'inputs' must be a non-empty list of tensors", field="inputs")
@@ -195,7 +199,7 @@ def _decode_inputs(
                     "in JSON data a missing value is null",
                     field=name,
                 )
-            inputs[name] = decode_json_tensor(name, datatype, shape, item["data"], missing)
+            inputs[name] = decode_json_tensor(name, datatype, shape, item["data"], missing, limits)
             continue
         if "data" in item:
             raise _invalid(
@@ -212,7 +216,7 @@ def _decode_inputs(
                 field=name,
             )
         chunk = memoryview(tail)[offset : offset + size]
-        inputs[name] = decode_binary_tensor(name, datatype, shape, chunk)
+        inputs[name] = decode_binary_tensor(name, datatype, shape, chunk, limits)
         offset += size
         if "missing" in parameters and _mark_missing(
             name, datatype, inputs[name], parameters["missing"]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from aimass.codecs.limits import RequestLimits
 from aimass.contract.signature import MISSING, Datatype
 from aimass.errors import AimassError, ErrorCode
 
@@ -90,10 +91,13 @@ def decode_json_tensor(
     shape: tuple[int, ...],
     data: Any,
     missing: set[str] | None = None,
+    limits: RequestLimits | None = None,
 ) -> np.ndarray[Any, Any]:
     """A numpy array from a tensor's JSON ``data`` (flat or nested), shaped ``shape``.
 
-    ``name`` is added to ``missing`` when the data holds a ``null``.
+    ``name`` is added to ``missing`` when the data holds a ``null``. Nothing
+    is allocated from the shape: the array holds the data orjson has parsed
+    already, then the shape must fit it, then its count must fit ``limits``.
     """
     if type(data) is not list:
         data = [data]  # a lone scalar is a one-element tensor
@@ -103,14 +107,24 @@ def decode_json_tensor(
         array, gaps = _numbers_from_json(name, datatype, data)
     if gaps and missing is not None:
         missing.add(name)
+    shaped = _shaped(name, array, shape)
+    if limits is not None:
+        limits.check_count(name, shaped.size)
+    return shaped
+
+
+def _shaped(name: str, array: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     try:
         return array.reshape(shape)
     except ValueError:
-        raise _invalid(
-            "input",
-            name,
-            f"shape {list(shape)} needs {_count(shape)} elements, 'data' has {array.size}",
-        ) from None
+        count = _count(shape)
+        problem = (
+            f"shape {list(shape)} needs {count} elements, 'data' has {array.size}"
+            if count != array.size
+            # an empty tensor whose other dimensions are past what numpy indexes
+            else f"shape {list(shape)} has a dimension larger than numpy can hold"
+        )
+        raise _invalid("input", name, problem) from None
 
 
 def _bytes_from_json(name: str, data: list[Any]) -> tuple[np.ndarray[Any, Any], bool]:
@@ -198,12 +212,32 @@ def _numbers(
 
 
 def decode_binary_tensor(
-    name: str, datatype: Datatype, shape: tuple[int, ...], raw: bytes | bytearray | memoryview
+    name: str,
+    datatype: Datatype,
+    shape: tuple[int, ...],
+    raw: bytes | bytearray | memoryview,
+    limits: RequestLimits | None = None,
 ) -> np.ndarray[Any, Any]:
-    """A numpy array over one tensor's raw bytes (numeric tensors share the buffer)."""
+    """A numpy array over one tensor's raw bytes (numeric tensors share the buffer).
+
+    The shape is checked against the bytes present, then its element count
+    against ``limits``, before anything is allocated from it: a shape is a
+    claim, and ``[2**40]`` over four bytes must cost nothing to refuse.
+    """
+    # A Python int: numpy's product of a shape wraps around at 2**63.
     count = _count(shape)
     if datatype is Datatype.BYTES:
-        return decode_bytes_elements(name, raw, count).reshape(shape)
+        least = count * _LENGTH.size  # every element carries its 4-byte length
+        if least > len(raw):
+            raise _invalid(
+                "input",
+                name,
+                f"shape {list(shape)} has {count} elements, which need at least {least} "
+                f"bytes of binary BYTES data, but binary_data_size is {len(raw)}",
+            )
+        if limits is not None:
+            limits.check_count(name, count)
+        return _shaped(name, decode_bytes_elements(name, raw, count), shape)
     dtype = datatype.numpy.newbyteorder("<")
     needed = count * dtype.itemsize
     if len(raw) != needed:
@@ -213,7 +247,9 @@ def decode_binary_tensor(
             f"binary_data_size is {len(raw)} bytes but shape {list(shape)} of "
             f"{datatype.value} needs {needed}",
         )
-    return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+    if limits is not None:
+        limits.check_count(name, count)
+    return _shaped(name, np.frombuffer(raw, dtype=dtype, count=count), shape)
 
 
 def decode_bytes_elements(

@@ -23,19 +23,24 @@ __all__ = [
     "check_model_name",
 ]
 
-MAX_NUMBER = 2**63 - 1
-"""The largest version number or id a registry database holds (a signed 64-bit integer)."""
+MAX_NUMBER = 2**31 - 1
+"""The largest version number or id every registry database holds (PostgreSQL's INTEGER).
+
+A larger number names nothing that can exist: the stores answer NOT_FOUND for
+it rather than pass it to a database that refuses to compare it.
+"""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 """A model name: a letter or digit, then letters, digits, '.', '_' and '-' (at most 128)."""
 
-REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[0-9]{1,18}|@[^/]+)?$"
+REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[0-9]{1,10}|@[^/]+)?$"
 """A reference as a URL or a body may carry it: a name, then ``:VERSION`` or ``@ALIAS``."""
 
 RESERVED_ALIASES = frozenset({"latest"})
 """Alias names refused: ``latest`` reads as "the newest version", which a moved alias is not."""
 
 _NAME = re.compile(NAME_PATTERN)
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() takes '²' and other digits int() refuses
 _RULE = "start with a letter or digit and hold only letters, digits, '.', '_' and '-' (at most 128)"
 
 
@@ -74,19 +79,19 @@ class ModelRef(NamedTuple):
     def parse(cls, text: str, version: int | None = None) -> ModelRef:
         """The reference ``text`` names, or the model ``text`` at an explicit ``version``.
 
-        INVALID_INPUT when the version after ``:`` is not a number in range,
-        or when ``version`` is given beside a reference that names a version
-        or an alias already.
+        INVALID_INPUT when the version after ``:`` is not a number (one too
+        large to exist is kept: looking it up finds nothing), or when
+        ``version`` is given beside a reference that names a version or an
+        alias already.
         """
         name, alias, number = text, None, None
         if "@" in text:
             name, _, alias = text.partition("@")
         elif ":" in text:
             name, _, digits = text.rpartition(":")
-            if not digits.isdigit() or int(digits) > MAX_NUMBER:
+            if _DIGITS.fullmatch(digits) is None:
                 raise AimassError(
-                    ErrorCode.INVALID_INPUT,
-                    f"'{text}': the version after ':' must be a number from 0 to {MAX_NUMBER}",
+                    ErrorCode.INVALID_INPUT, f"'{text}': the version after ':' must be a number"
                 )
             number = int(digits)
         if version is None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Send
@@ -23,6 +24,7 @@ from aimass.codecs import parse_json_object
 from aimass.errors import AimassError, ErrorCode
 
 __all__ = [
+    "DECODE_OFF_LOOP_BYTES",
     "JSON",
     "json_response",
     "read_body",
@@ -34,6 +36,14 @@ __all__ = [
 
 JSON = "application/json"
 """The media type of every JSON body aimass sends."""
+
+DECODE_OFF_LOOP_BYTES = 1024 * 1024
+"""Bodies larger than this are decoded in a worker thread, smaller ones on the event loop.
+
+Parsing a few megabytes takes tens of milliseconds, during which an event
+loop serves nobody else; handing a small body to a thread costs more than
+decoding it.
+"""
 
 # Past this many times the limit we stop draining an oversize body and let the
 # connection close; below it the client gets to read its 413.
@@ -53,7 +63,11 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object; INVALID_INPUT if it is not one."""
-    document: dict[str, Any] = parse_json_object(await read_body(request, max_bytes))
+    body = await read_body(request, max_bytes)
+    if len(body) > DECODE_OFF_LOOP_BYTES:
+        document: dict[str, Any] = await run_in_threadpool(parse_json_object, body)
+    else:
+        document = parse_json_object(body)
     return document
 
 

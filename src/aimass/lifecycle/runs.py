@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from aimass.contract.reference import MAX_NUMBER
 from aimass.db.base import utcnow
 from aimass.db.database import SqlStore
 from aimass.errors import AimassError, ErrorCode
@@ -223,6 +224,8 @@ class RunStore(SqlStore):
         if kind is not None:
             query = query.where(RunRow.kind == kind)
         if version is not None:
+            if not 1 <= version <= MAX_NUMBER:
+                return []  # no run is of a version that cannot exist
             query = query.where(RunRow.version == version)
         if status is not None:
             query = query.where(RunRow.status == status)
@@ -231,7 +234,8 @@ class RunStore(SqlStore):
 
     @staticmethod
     def _row(session: Any, run_id: int) -> RunRow:
-        row: RunRow | None = session.get(RunRow, run_id)
+        # Past MAX_NUMBER the database would refuse the lookup (500), not find nothing.
+        row: RunRow | None = session.get(RunRow, run_id) if 1 <= run_id <= MAX_NUMBER else None
         if row is None:
             raise AimassError(ErrorCode.NOT_FOUND, f"run {run_id} not found")
         return row

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aimass.contract.manifest import Manifest
-from aimass.contract.reference import check_alias
+from aimass.contract.reference import MAX_NUMBER, check_alias
 from aimass.db.base import utcnow
 from aimass.db.database import SqlStore
 from aimass.errors import AimassError, ErrorCode
@@ -309,6 +309,8 @@ class MetadataStore(SqlStore):
         """Remove one tag; NOT_FOUND if it is not there."""
         with self._tx() as session:
             model = self._model_row(session, name)
+            if not 0 <= version <= MAX_NUMBER:  # 0 is the model's own tags
+                raise AimassError(ErrorCode.NOT_FOUND, f"no tag '{key}' on '{name}'")
             result = session.execute(
                 delete(TagRow).where(
                     TagRow.model_id == model.id, TagRow.version == version, TagRow.key == key
@@ -328,8 +330,15 @@ class MetadataStore(SqlStore):
 
     @staticmethod
     def _version_row(session: Session, model_id: int, name: str, number: int) -> VersionRow:
-        row = session.scalar(
-            select(VersionRow).where(VersionRow.model_id == model_id, VersionRow.number == number)
+        # Past MAX_NUMBER the database would refuse the comparison (500), not find nothing.
+        row = (
+            session.scalar(
+                select(VersionRow).where(
+                    VersionRow.model_id == model_id, VersionRow.number == number
+                )
+            )
+            if 1 <= number <= MAX_NUMBER
+            else None
         )
         if row is None:
             raise AimassError(ErrorCode.NOT_FOUND, f"model '{name}' has no version {number}")

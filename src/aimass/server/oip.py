@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -19,9 +20,16 @@ from starlette.types import Receive, Scope, Send
 from aimass.codecs import HEADER_LENGTH, RequestLimits, decode_infer_request, encode_infer_response
 from aimass.codecs.request import parse_header_length, parse_json_object
 from aimass.contract.reference import NAME_PATTERN, REFERENCE_PATTERN
+from aimass.contract.request import InferRequest
 from aimass.contract.signature import TensorSpec
 from aimass.errors import AimassError, ErrorCode
-from aimass.http.body import json_response, read_body, receive_body, send_success
+from aimass.http.body import (
+    DECODE_OFF_LOOP_BYTES,
+    json_response,
+    read_body,
+    receive_body,
+    send_success,
+)
 from aimass.http.caller import CALLER
 from aimass.http.errors import Protocol, client_request_id, failure_response, request_id
 from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
@@ -372,21 +380,17 @@ class InferEndpoint:
             name = params["name"]
             version = VERSION.parse(params["version"], params) if "version" in params else None
             try:
-                request = decode_infer_request(
-                    body,
-                    None
-                    if header_length is None
-                    else parse_header_length(header_length.decode("latin-1"), len(body)),
-                    model=name,
-                    version=version,
-                )
+                if len(body) > DECODE_OFF_LOOP_BYTES:
+                    request = await run_in_threadpool(
+                        self._decode, body, header_length, name, version
+                    )
+                else:
+                    request = self._decode(body, header_length, name, version)
             except AimassError as exc:
                 if exc.code is ErrorCode.INVALID_INPUT:
                     # An unknown model is the answer before a malformed body.
                     await self.engine.metadata(name, version)
                 raise
-            if len(body) > self._check_above:
-                self.limits.check_tensors(request.inputs)
             if rid is not None:
                 request.request_id = client_request_id(rid)
             caller = scope.get(CALLER)
@@ -417,6 +421,22 @@ class InferEndpoint:
         except Exception as exc:
             response = failure_response(exc, Protocol.OIP, request_id(scope["headers"]))
             await response(scope, receive, send)
+
+    def _decode(
+        self, body: bytes, header_length: bytes | None, name: str, version: int | None
+    ) -> InferRequest:
+        request = decode_infer_request(
+            body,
+            None
+            if header_length is None
+            else parse_header_length(header_length.decode("latin-1"), len(body)),
+            model=name,
+            version=version,
+            limits=self.limits,
+        )
+        if len(body) > self._check_above:
+            self.limits.check_strings(request.inputs)
+        return request
 
 
 def _metadata(info: VersionInfo, versions: list[int]) -> dict[str, Any]:

@@ -88,8 +88,8 @@ def test_a_5xx_body_says_the_public_message_and_the_request_id_only(
         ("/v1/runs/55517323332536879154200576", 400),
         ("/v1/runs?limit=55517323332536879154200576", 400),
         ("/v2/models/iris/versions/55517323332536879154200576", 404),
-        ("/v2/models/iris:55517323332536879154200576", 400),
-        ("/v2/models/iris:55517323332536879154200576/ready", 400),
+        ("/v2/models/iris:55517323332536879154200576", 404),
+        ("/v2/models/iris:55517323332536879154200576/ready", 404),
     ],
 )
 def test_an_integer_no_database_holds_is_a_4xx(

@@ -52,15 +52,16 @@ DENSE = {
 @pytest.mark.parametrize("body", DENSE.values(), ids=DENSE.keys())
 def test_a_body_within_both_limits_breaks_neither(body: tuple[bytes, int | None]) -> None:
     raw, header_length = body
-    inputs = decode_infer_request(raw, header_length).inputs
     limits = RequestLimits(max_tensor_elements=len(raw), max_string_bytes=len(raw))
+    inputs = decode_infer_request(raw, header_length, limits=limits).inputs  # counts pass
     assert limits.body_bytes_always_within == len(raw)
-    limits.check_tensors(inputs)  # no PAYLOAD_TOO_LARGE
+    limits.check_strings(inputs)  # no PAYLOAD_TOO_LARGE
 
 
-def test_the_shortcut_is_the_smaller_limit() -> None:
-    limits = RequestLimits(max_tensor_elements=10, max_string_bytes=4)
+def test_the_shortcut_is_the_string_limit() -> None:
+    # Element counts are checked as tensors are decoded; only strings need the look.
+    limits = RequestLimits(max_tensor_elements=1, max_string_bytes=4)
     assert limits.body_bytes_always_within == 4
     raw, _ = DENSE["multibyte text"]
     with pytest.raises(AimassError, match="bytes long; the limit is 4"):
-        limits.check_tensors(decode_infer_request(raw).inputs)
+        limits.check_strings(decode_infer_request(raw, limits=limits).inputs)
