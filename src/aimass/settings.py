@@ -147,7 +147,10 @@ class ServingSettings(_Section):
         default=1024, ge=1, description="Requests queued per model version before OVERLOADED"
     )
     executor_threads: int | None = Field(
-        default=None, ge=1, description="Threads running model calls (default: one per CPU)"
+        default=None,
+        ge=1,
+        description="Threads running one model version's calls (default: one per CPU); "
+        "each version has its own, so a slow or hung model never holds another's",
     )
     load_threads: int = Field(
         default=2, ge=1, description="Threads loading models and reading the registry"

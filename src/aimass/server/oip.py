@@ -40,6 +40,7 @@ _MODEL = "/v2/models/{name}"
 _VERSION = "/v2/models/{name}/versions/{version}"
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _OCTET_STREAM = (b"content-type", b"application/octet-stream")
+_STALLED = "stalled: its recent calls all overran their deadlines"
 
 NAME = Param.string(
     "name", pattern=REFERENCE_PATTERN, description="model name, or a reference: name:3, name@alias"
@@ -170,7 +171,11 @@ class OipRoutes:
                 Protocol.OIP,
                 answers=(
                     Answer(200, "taking requests", json_content("Ready")),
-                    Answer(503, "starting or stopping", json_content("Ready")),
+                    Answer(
+                        503,
+                        "starting, stopping, or a start-up model not loaded or stalled",
+                        json_content("Ready"),
+                    ),
                 ),
             ),
             _model(
@@ -266,8 +271,8 @@ class OipRoutes:
         return json_response({"live": True})
 
     async def ready(self, request: Request, params: Params) -> Response:
-        """``GET /v2/health/ready``: 200 when the engine takes requests, else 503."""
-        ready = self.engine.ready
+        """``GET /v2/health/ready``: 200 when the start-up models serve, else 503."""
+        ready = await self.engine.serves_startup_models()
         return json_response({"ready": ready}, 200 if ready else 503)
 
     async def model_metadata(self, request: Request, params: Params) -> Response:
@@ -286,6 +291,8 @@ class OipRoutes:
 
         A model not in memory shows the version its name resolves to (the
         latest ready one) as UNAVAILABLE, reason "not loaded", as Triton does.
+        A loaded one also shows ``overruns``, its calls abandoned because every
+        request in them timed out, and a reason once its recent calls all did.
         """
         only_ready = False
         body = await read_body(request, self.settings.max_body_bytes)
@@ -302,7 +309,8 @@ class OipRoutes:
                 "name": state.name,
                 "version": str(state.version),
                 "state": state.status.value,
-                "reason": state.reason,
+                "reason": _STALLED if state.stalled else state.reason,
+                "overruns": state.overruns,
             }
             for state in loaded
         ]

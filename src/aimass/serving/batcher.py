@@ -28,6 +28,16 @@ alone rather than failing. Requests whose inputs cannot be concatenated with
 the oldest one (different trailing dimensions, such as another sequence
 length) stay queued, in order, for a later batch.
 
+A request that times out or is cancelled (its client went away) leaves the
+queue at once, so its slot is free for the next arrival and it never runs. A
+call still running when every request in it has timed out is abandoned: the
+worker stops waiting, the call's result is dropped whenever it comes, and the
+call counts in :attr:`Batcher.overruns`. The backend bounds how many calls of
+one model may run at once, so a hung model holds its own threads, not
+another's; after :data:`STALLED_AFTER` overruns in a row the batcher reports
+itself :attr:`~Batcher.stalled` (the model shows as not ready) until a call
+answers in time again.
+
 The batcher validates nothing: callers check inputs against the signature
 before :meth:`Batcher.submit` so that one bad request fails alone instead of
 taking its batch-mates down with it. It is the engine's scheduler for every
@@ -51,7 +61,10 @@ from aimass.runtimes.model import LoadedModel
 from aimass.serving.backend import Backend
 from aimass.serving.observer import NULL_OBSERVER, Observer, active
 
-__all__ = ["Batcher"]
+__all__ = ["STALLED_AFTER", "Batcher"]
+
+STALLED_AFTER = 3
+"""Calls in a row that overran every deadline in them before a model counts as stalled."""
 
 _log = logging.getLogger(__name__)
 
@@ -116,6 +129,9 @@ class Batcher:
         self._free_since = 0.0  # when the last call ended, and how long it took
         self._last_call = 0.0
         self._running: list[_Request] = []
+        self._abandoning = False
+        self.overruns = 0
+        self._overrun_streak = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
         # The loop of the first request, which the worker task lives on too;
@@ -154,7 +170,29 @@ class Batcher:
         observer = self._observer
         if observer is not None:
             observer.queued(request, self.name, len(self._queue))
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller left (client gone, server deadline): free its slot now.
+            self._drop(queued)
+            raise
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the model's last :data:`STALLED_AFTER` calls all overran their deadlines."""
+        return self._overrun_streak >= STALLED_AFTER
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting in the queue (not those running)."""
+        return len(self._queue)
+
+    def _drop(self, request: _Request) -> None:
+        try:
+            self._queue.remove(request)
+        except ValueError:
+            return  # already taken into a batch, or swept
+        self._queued_rows -= request.rows
 
     # -- deadlines --------------------------------------------------------------
     # One timer per batcher, due at the earliest deadline of a waiting request,
@@ -171,18 +209,48 @@ class Batcher:
         self._sweeper, self._sweep_at = None, math.inf
         now = loop.time()
         earliest = math.inf
-        for request in (*self._queue, *self._running):
-            due = request.deadline
-            if request.future.done():
+        kept: deque[_Request] = deque()
+        rows = 0
+        for request in self._queue:
+            if self._expire(request, now):
                 continue
-            if due <= now:
-                request.future.set_exception(
-                    AimassError(ErrorCode.TIMEOUT, f"model {self.name} did not answer in time")
-                )
-            elif due < earliest:
-                earliest = due
+            kept.append(request)
+            rows += request.rows
+            earliest = min(earliest, request.deadline)
+        # Timed-out requests leave the queue now, not when the worker next gets to them.
+        self._queue, self._queued_rows = kept, rows
+        running = self._running
+        for request in running:
+            if not self._expire(request, now):
+                earliest = min(earliest, request.deadline)
+        if running and not self._abandoning and all(r.future.done() for r in running):
+            self._abandon()
         if earliest < math.inf:
             self._arm(loop, earliest)
+
+    def _expire(self, request: _Request, now: float) -> bool:
+        """Whether ``request`` is over: answered, gone, or past its deadline (then TIMEOUT)."""
+        if request.future.done():
+            return True
+        if request.deadline <= now:
+            request.future.set_exception(
+                AimassError(ErrorCode.TIMEOUT, f"model {self.name} did not answer in time")
+            )
+            return True
+        return False
+
+    def _abandon(self) -> None:
+        """Stop waiting for the running call: every request in it has timed out."""
+        worker = self._worker
+        if worker is None:
+            return
+        _log.warning(
+            "model %s overran the deadline of every request in a call; abandoning it", self.name
+        )
+        self._abandoning = True
+        self.overruns += 1
+        self._overrun_streak += 1
+        worker.cancel()
 
     async def close(self) -> None:
         """Stop accepting requests, run everything already queued, then stop the worker."""
@@ -288,6 +356,12 @@ class Batcher:
                 self._model, [request.inputs for request in batch], rows
             )
         except asyncio.CancelledError:
+            if self._abandoning:
+                # Our own sweep gave up on the call; the worker carries on.
+                self._abandoning = False
+                assert self._worker is not None
+                self._worker.uncancel()
+                return
             for request in batch:
                 request.future.cancel()
             raise
@@ -303,9 +377,13 @@ class Batcher:
                 ),
             )
         else:
+            answered = False
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():
                     request.future.set_result(result)
+                    answered = True
+            if answered:
+                self._overrun_streak = 0
         finally:
             self._running = []
             self._free_since = self._clock()
