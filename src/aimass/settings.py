@@ -146,6 +146,12 @@ class ServingSettings(_Section):
     queue_size: int = Field(
         default=1024, ge=1, description="Requests queued per model version before OVERLOADED"
     )
+    admission_wait_ms: float = Field(
+        default=50.0,
+        ge=0,
+        description="How long a request that finds its model's queue full waits for a slot "
+        "(one frees as each call starts) before OVERLOADED; 0 refuses at once",
+    )
     executor_threads: int | None = Field(
         default=None,
         ge=1,

@@ -87,6 +87,7 @@ def batching_schedulers(
             max_delay=limits.max_delay_ms / 1000,
             fill_fraction=limits.fill_fraction,
             queue_size=settings.queue_size,
+            admission_wait=settings.admission_wait_ms / 1000,
             observer=observer,
             clock=clock,
         )

@@ -169,3 +169,41 @@ async def test_server_readiness_needs_its_startup_models(
     missing = make_engine()
     await missing.start(["nope"], allow_missing=True)
     assert not await missing.serves_startup_models()
+
+
+async def test_a_burst_beyond_the_queue_joins_the_next_call_instead_of_being_refused(
+    registry: SpyRegistry, make_engine: Callable[..., Engine]
+) -> None:
+    script = Script(gate=threading.Event())
+    registry.add_scripted("slow", script)
+    engine = make_engine(max_batch_size=8, max_delay_ms=0, queue_size=2, admission_wait_ms=5000)
+    await engine.start(["slow"])
+    running = asyncio.ensure_future(ask(engine, "slow", None, X))
+    assert await asyncio.to_thread(script.entered.wait, WAIT)
+    # Eight requests in one event-loop turn against two queue slots: the next call takes them all.
+    burst = [asyncio.ensure_future(ask(engine, "slow", None, X)) for _ in range(8)]
+    await asyncio.sleep(0.05)
+    assert not any(call.done() for call in burst), "requests refused while the call ran"
+    assert script.gate is not None
+    script.gate.set()
+    await asyncio.gather(running, *burst)
+    assert registry.calls["slow"] == [1, 8]
+
+
+async def test_a_request_waiting_for_a_slot_is_refused_after_the_admission_wait(
+    registry: SpyRegistry, make_engine: Callable[..., Engine]
+) -> None:
+    script = Script(gate=threading.Event())
+    registry.add_scripted("slow", script)
+    engine = make_engine(max_batch_size=1, max_delay_ms=0, queue_size=1, admission_wait_ms=50)
+    await engine.start(["slow"])
+    running = asyncio.ensure_future(ask(engine, "slow", None, X))
+    assert await asyncio.to_thread(script.entered.wait, WAIT)
+    queued = asyncio.ensure_future(ask(engine, "slow", None, X))
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    assert await _code(ask(engine, "slow", None, X)) is ErrorCode.OVERLOADED
+    assert 0.04 <= time.monotonic() - started < 1.0
+    assert script.gate is not None
+    script.gate.set()
+    await asyncio.gather(running, queued)
