@@ -10,6 +10,7 @@ engine and writes bytes, with no schema validation or logging in between.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -27,6 +28,7 @@ from aimass.http.errors import Protocol, failure_response, request_id
 from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
 from aimass.registry.records import VersionInfo
 from aimass.roles import Role
+from aimass.server.disconnect import DisconnectWatch
 from aimass.serving.cache import ModelStatus
 from aimass.serving.engine import Engine
 from aimass.settings import ServerSettings
@@ -359,6 +361,7 @@ class InferEndpoint:
         self._check_above = limits.body_bytes_always_within
         self._max_body = settings.max_body_bytes
         self._gzip_min = settings.gzip_min_bytes
+        self._disconnects = DisconnectWatch()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Decode, run on the engine, encode the outputs asked for."""
@@ -402,7 +405,15 @@ class InferEndpoint:
                 request.caller = caller
             if request.parameters:
                 request.timeout = _timeout(request.parameters)
-            result = await self.engine.infer(request)
+            watched = self._disconnects.start(receive)
+            try:
+                result = await self.engine.infer(request)
+            except asyncio.CancelledError:
+                if self._disconnects.finish(watched):
+                    return  # the client left: the request has left its queue
+                raise
+            finally:
+                self._disconnects.finish(watched)
             encoded = encode_infer_response(
                 request, result.model_name, result.model_version, result.outputs
             )

@@ -7,6 +7,8 @@ timeout far shorter than that, so every call of it overruns.
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -120,3 +122,48 @@ def test_the_server_is_not_ready_while_its_startup_model_cannot_load(home: Path)
 def test_the_server_is_ready_once_its_startup_models_serve(home: Path) -> None:
     for client in _serve(home, "iris"):
         assert client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def _send_infer(url: str) -> socket.socket:
+    """A connection that has sent one infer request to the sleeper, its answer not read."""
+    body = json.dumps({"inputs": SHORT["inputs"]}).encode()  # the default (long) deadline
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v2/models/sleeper/infer HTTP/1.1\r\nhost: x\r\n"
+        b"content-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    return sock
+
+
+def _short(client: httpx.Client) -> int:
+    return client.post("/v2/models/sleeper/infer", json=SHORT).status_code
+
+
+def test_a_request_whose_client_left_frees_its_slot(home: Path) -> None:
+    Sleeper.seconds = 3 * SLEEP
+    try:
+        serving = {"queue_size": 1, "admission_wait_ms": 0, "max_batch_size": 1}
+        for client in _serve(home, "sleeper", **serving):
+            url = str(client.base_url).rstrip("/")
+            deadline = time.monotonic() + SLEEP
+            held = [_send_infer(url)]
+            # Queued behind it and timed out: the first runs (and sleeps) now.
+            while _short(client) != 504:
+                assert time.monotonic() < deadline, "the first request never ran"
+            # Refused: the second holds the only slot (one sent again if a probe came first).
+            held.append(_send_infer(url))
+            while (status := _short(client)) != 503:
+                assert status == 504 and time.monotonic() < deadline, status
+                held.append(_send_infer(url))
+            for sock in held:
+                sock.close()  # every client leaves
+            deadline = time.monotonic() + SLEEP
+            while (status := _short(client)) != 504:
+                assert status == 503, status
+                assert time.monotonic() < deadline, "the slot of a client that left stayed taken"
+    finally:
+        Sleeper.seconds = 0.0
