@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.types import Receive
 
+from aimass.http.deadline import current_request
+
 __all__ = ["DisconnectWatch"]
 
 
@@ -35,13 +37,10 @@ class DisconnectWatch:
 
     def start(self, receive: Receive) -> asyncio.Task[Any]:
         """Watch the current request (its body already read); pair with :meth:`finish`."""
-        loop = self._loop
-        task = None if loop is None else asyncio.current_task(loop)
-        if loop is None or task is None:  # the first request, or the first on a new loop
-            loop = self._loop = asyncio.get_running_loop()
+        loop, task, new = current_request(self._loop)
+        if new:
+            self._loop = loop
             self._sweeper = None  # a timer on a previous loop never fires
-            task = asyncio.current_task(loop)
-            assert task is not None, "a request runs in a task"
         self._fresh[task] = receive
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.after, self._sweep, loop)
