@@ -45,7 +45,7 @@ call counts in :attr:`Batcher.overruns`. The backend bounds how many calls of
 one model may run at once, so a hung model holds its own threads, not
 another's; after :data:`STALLED_AFTER` overruns in a row the batcher reports
 itself :attr:`~Batcher.stalled` (the model shows as not ready) until a call
-answers in time again.
+answers in time again or :data:`STALLED_FOR` seconds pass without an overrun.
 
 The batcher validates nothing: callers check inputs against the signature
 before :meth:`Batcher.submit` so that one bad request fails alone instead of
@@ -70,10 +70,17 @@ from aimass.runtimes.model import LoadedModel
 from aimass.serving.backend import Backend
 from aimass.serving.observer import NULL_OBSERVER, Observer, active
 
-__all__ = ["STALLED_AFTER", "Batcher"]
+__all__ = ["STALLED_AFTER", "STALLED_FOR", "Batcher"]
 
 STALLED_AFTER = 3
 """Calls in a row that overran every deadline in them before a model counts as stalled."""
+
+STALLED_FOR = 30.0
+"""Seconds a stalled model stays not ready after its last overrun, with no call answered.
+
+Then it shows ready again, so a load balancer that stopped sending it traffic
+(which alone could clear the state) tries it once more.
+"""
 
 _log = logging.getLogger(__name__)
 
@@ -151,6 +158,7 @@ class Batcher:
         self._abandoning = False
         self.overruns = 0
         self._overrun_streak = 0
+        self._overran_at = -math.inf
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
         # The loop of the first request, which the worker task lives on too;
@@ -201,8 +209,13 @@ class Batcher:
 
     @property
     def stalled(self) -> bool:
-        """Whether the model's last :data:`STALLED_AFTER` calls all overran their deadlines."""
-        return self._overrun_streak >= STALLED_AFTER
+        """Whether the last :data:`STALLED_AFTER` calls all overran, the last one recently.
+
+        Recently: within :data:`STALLED_FOR` seconds.
+        """
+        return (
+            self._overrun_streak >= STALLED_AFTER and self._clock() - self._overran_at < STALLED_FOR
+        )
 
     @property
     def depth(self) -> int:
@@ -299,6 +312,7 @@ class Batcher:
         self._abandoning = True
         self.overruns += 1
         self._overrun_streak += 1
+        self._overran_at = self._clock()
         worker.cancel()
 
     async def close(self) -> None:

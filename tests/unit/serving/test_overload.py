@@ -14,7 +14,7 @@ import pytest
 from aimass.contract.runtime import Arrays
 from aimass.errors import AimassError, ErrorCode
 from aimass.serving import Engine, build_engine
-from aimass.serving.batcher import STALLED_AFTER
+from aimass.serving.batcher import STALLED_AFTER, STALLED_FOR
 from aimass.settings import ServingSettings
 from tests.unit.serving.serving_doubles import WAIT, Script, SpyRegistry, ask, double
 
@@ -126,6 +126,30 @@ async def test_a_model_whose_calls_all_overran_is_not_ready_until_one_answers(
     await ask(engine, "hung", None, X)
     assert await engine.is_ready("hung")
     assert await engine.serves_startup_models()
+
+
+async def test_a_stalled_model_shows_ready_again_after_a_while_without_overruns(
+    registry: SpyRegistry,
+) -> None:
+    gate = threading.Event()
+    registry.add_scripted("hung", Script(gate=gate))
+    now = [0.0]
+    engine = build_engine(
+        registry,
+        ServingSettings(max_delay_ms=0, executor_threads=STALLED_AFTER),
+        clock=lambda: now[0],
+    )
+    try:
+        await engine.start(["hung"])
+        for _ in range(STALLED_AFTER):
+            assert await _code(ask(engine, "hung", None, X, timeout=0.05)) is ErrorCode.TIMEOUT
+        assert not await engine.is_ready("hung")
+        now[0] += STALLED_FOR
+        # Still hung, but a balancer that stopped sending it traffic may try it again.
+        assert await engine.is_ready("hung")
+    finally:
+        gate.set()
+        await engine.close()
 
 
 async def test_slow_models_do_not_starve_the_others(
