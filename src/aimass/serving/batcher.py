@@ -217,11 +217,6 @@ class Batcher:
             self._overrun_streak >= STALLED_AFTER and self._clock() - self._overran_at < STALLED_FOR
         )
 
-    @property
-    def depth(self) -> int:
-        """Requests waiting in the queue (not those running)."""
-        return len(self._queue)
-
     def _overloaded(self) -> AimassError:
         return AimassError(
             ErrorCode.OVERLOADED,
