@@ -175,8 +175,17 @@ class ServingSettings(_Section):
     queue_size: int = Field(
         default=1024, ge=1, description="Requests queued per model version before OVERLOADED"
     )
+    admission_wait_ms: float = Field(
+        default=50.0,
+        ge=0,
+        description="How long a request that finds its model's queue full waits for a slot "
+        "(one frees as each call starts) before OVERLOADED; 0 refuses at once",
+    )
     executor_threads: int | None = Field(
-        default=None, ge=1, description="Threads running model calls (default: one per CPU)"
+        default=None,
+        ge=1,
+        description="Threads running one model version's calls (default: one per CPU); "
+        "each version has its own, so a slow or hung model never holds another's",
     )
     load_threads: int = Field(
         default=2, ge=1, description="Threads loading models and reading the registry"

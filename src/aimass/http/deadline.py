@@ -11,7 +11,25 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["Deadlines"]
+__all__ = ["Deadlines", "current_request"]
+
+
+def current_request(
+    loop: asyncio.AbstractEventLoop | None,
+) -> tuple[asyncio.AbstractEventLoop, asyncio.Task[Any], bool]:
+    """The task running now, its loop, and whether that loop is not ``loop`` (a new one).
+
+    Given the loop, current_task() skips get_running_loop(), which in CPython
+    3.11 is a system call (getpid): a per-request watcher keeps the loop of
+    its first request and passes it here.
+    """
+    task = None if loop is None else asyncio.current_task(loop)
+    if loop is not None and task is not None:
+        return loop, task, False
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task(loop)
+    assert task is not None, "a request runs in a task"
+    return loop, task, True
 
 
 class Deadlines:
@@ -23,19 +41,15 @@ class Deadlines:
         self._due: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
-        # The loop of the first request: given the loop, current_task() skips
-        # get_running_loop(), which in CPython 3.11 is a system call (getpid).
+        # The loop of the first request (see current_request).
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> asyncio.Task[Any]:
         """Start the current task's clock; pair with :meth:`finish`."""
-        loop = self._loop
-        task = None if loop is None else asyncio.current_task(loop)
-        if loop is None or task is None:  # the first request, or the first on a new loop
-            loop = self._loop = asyncio.get_running_loop()
+        loop, task, new = current_request(self._loop)
+        if new:
+            self._loop = loop
             self._sweeper = None  # a timer on a previous loop never fires
-            task = asyncio.current_task(loop)
-            assert task is not None, "deadlines apply to tasks"
         self._due[task] = loop.time() + self.timeout
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._tick, self._sweep, loop)

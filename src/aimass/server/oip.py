@@ -10,6 +10,7 @@ engine and writes bytes, with no schema validation or logging in between.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +36,7 @@ from aimass.http.errors import Protocol, client_request_id, failure_response, re
 from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
 from aimass.registry.records import VersionInfo
 from aimass.roles import Role
+from aimass.server.disconnect import DisconnectWatch
 from aimass.serving.cache import ModelStatus
 from aimass.serving.engine import Engine
 from aimass.settings import ServerSettings
@@ -48,6 +50,7 @@ _MODEL = "/v2/models/{name}"
 _VERSION = "/v2/models/{name}/versions/{version}"
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _OCTET_STREAM = (b"content-type", b"application/octet-stream")
+_STALLED = "stalled: its recent calls all overran their deadlines"
 
 NAME = Param.string(
     "name", pattern=REFERENCE_PATTERN, description="model name, or a reference: name:3, name@alias"
@@ -178,7 +181,11 @@ class OipRoutes:
                 Protocol.OIP,
                 answers=(
                     Answer(200, "taking requests", json_content("Ready")),
-                    Answer(503, "starting or stopping", json_content("Ready")),
+                    Answer(
+                        503,
+                        "starting, stopping, or a start-up model not loaded or stalled",
+                        json_content("Ready"),
+                    ),
                 ),
             ),
             _model(
@@ -274,8 +281,8 @@ class OipRoutes:
         return json_response({"live": True})
 
     async def ready(self, request: Request, params: Params) -> Response:
-        """``GET /v2/health/ready``: 200 when the engine takes requests, else 503."""
-        ready = self.engine.ready
+        """``GET /v2/health/ready``: 200 when the start-up models serve, else 503."""
+        ready = await self.engine.serves_startup_models()
         return json_response({"ready": ready}, 200 if ready else 503)
 
     async def model_metadata(self, request: Request, params: Params) -> Response:
@@ -294,6 +301,8 @@ class OipRoutes:
 
         A model not in memory shows the version its name resolves to (the
         latest ready one) as UNAVAILABLE, reason "not loaded", as Triton does.
+        A loaded one also shows ``overruns``, its calls abandoned because every
+        request in them timed out, and a reason once its recent calls all did.
         """
         only_ready = False
         body = await read_body(request, self.settings.max_body_bytes)
@@ -310,7 +319,8 @@ class OipRoutes:
                 "name": state.name,
                 "version": str(state.version),
                 "state": state.status.value,
-                "reason": state.reason,
+                "reason": _STALLED if state.stalled else state.reason,
+                "overruns": state.overruns,
             }
             for state in loaded
         ]
@@ -359,6 +369,7 @@ class InferEndpoint:
         self._check_above = limits.body_bytes_always_within
         self._max_body = settings.max_body_bytes
         self._gzip_min = settings.gzip_min_bytes
+        self._disconnects = DisconnectWatch()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Decode, run on the engine, encode the outputs asked for."""
@@ -398,7 +409,15 @@ class InferEndpoint:
                 request.caller = caller
             if request.parameters:
                 request.timeout = _timeout(request.parameters)
-            result = await self.engine.infer(request)
+            watched = self._disconnects.start(receive)
+            try:
+                result = await self.engine.infer(request)
+            except asyncio.CancelledError:
+                if self._disconnects.finish(watched):
+                    return  # the client left: the request has left its queue
+                raise
+            finally:
+                self._disconnects.finish(watched)
             encoded = encode_infer_response(
                 request, result.model_name, result.model_version, result.outputs
             )

@@ -2,11 +2,15 @@
 
 :class:`Backend` is the seam between the engine and the place models live;
 :class:`ThreadBackend` is the local one: versions load from the registry into
-this process and batches run on a thread pool. Runtimes are synchronous and
+this process and batches run on threads. Runtimes are synchronous and
 CPU-bound, but numpy, torch and onnxruntime release the GIL while they
 compute, so threads give real parallelism without copying tensors to another
-process. Loads have a pool of their own, so a slow load never starves
-inference of threads.
+process. Every loaded version has a bounded pool of its own: a call that
+overruns its deadline is abandoned by its scheduler but keeps its thread
+until it returns (Python cannot stop a thread), so with one pool for all
+models two slow or hung ones held every thread and starved the rest; now a
+hung model holds its own threads only. Loads have a pool of their own too,
+so a slow load never starves inference of threads.
 
 A batch travels as the requests' own inputs; :func:`run_batch` merges them,
 makes the one model call and splits the outputs back, wherever the model is,
@@ -76,7 +80,11 @@ def run_batch(model: LoadedModel, parts: Sequence[Arrays], rows: Sequence[int]) 
 
 
 class ThreadBackend:
-    """Versions loaded into this process by ``loader`` (:meth:`Registry.load`); calls on threads."""
+    """Versions loaded into this process by ``loader`` (:meth:`Registry.load`); calls on threads.
+
+    ``threads`` bounds the calls of one version running at once (default: one
+    per CPU); each version's pool starts with its first call.
+    """
 
     def __init__(
         self,
@@ -86,7 +94,8 @@ class ThreadBackend:
         load_threads: int,
     ) -> None:
         self._loader = loader
-        self._calls = Executor(threads, name="aimass-model")
+        self._threads = threads
+        self._calls: dict[int, Executor] = {}  # by id() of the loaded model
         self._loads = Executor(load_threads, name="aimass-load")
 
     async def load(self, info: VersionInfo) -> LoadedModel:
@@ -98,17 +107,25 @@ class ThreadBackend:
     async def run(
         self, model: LoadedModel, parts: Sequence[Arrays], rows: Sequence[int]
     ) -> list[Arrays]:
-        """:func:`run_batch` on a call thread."""
-        return await self._calls.run(run_batch, model, parts, rows)
+        """:func:`run_batch` on one of ``model``'s own call threads."""
+        calls = self._calls.get(id(model))
+        if calls is None:
+            calls = self._calls[id(model)] = Executor(self._threads, name=f"aimass-{model.ref}")
+        return await calls.run(run_batch, model, parts, rows)
 
     def release(self, model: LoadedModel) -> None:
-        """Let the collector see the objects again, so the model's cycles can be freed."""
+        """Stop the model's threads; let the collector see the objects again (to free cycles)."""
+        calls = self._calls.pop(id(model), None)
+        if calls is not None:
+            calls.shutdown(wait=False)  # a call still running (abandoned) ends on its own
         # The next load freezes what is still alive.
         gc.unfreeze()
 
     def close(self) -> None:
         """Stop the threads (every call has returned by now)."""
-        self._calls.shutdown(wait=False)
+        for calls in self._calls.values():
+            calls.shutdown(wait=False)
+        self._calls.clear()
         self._loads.shutdown(wait=False)
 
 

@@ -28,6 +28,25 @@ alone rather than failing. Requests whose inputs cannot be concatenated with
 the oldest one (different trailing dimensions, such as another sequence
 length) stay queued, in order, for a later batch.
 
+A request that finds the queue full waits up to ``admission_wait`` for a
+slot before it is refused: slots free each time a call starts, and without
+the wait admission depended on how requests arrived within one event-loop
+turn (256 connections arriving together against a queue of 16 had 240
+refused although the next call would take 32, and the refused clients,
+retrying at once, took the event loop from the model). Waiting requests join
+the batch being assembled as the queued ones do, oldest first, and take the
+slots that free in order of arrival.
+
+A request that times out or is cancelled (its client went away) leaves the
+queue at once, so its slot is free for the next arrival and it never runs. A
+call still running when every request in it has timed out is abandoned: the
+worker stops waiting, the call's result is dropped whenever it comes, and the
+call counts in :attr:`Batcher.overruns`. The backend bounds how many calls of
+one model may run at once, so a hung model holds its own threads, not
+another's; after :data:`STALLED_AFTER` overruns in a row the batcher reports
+itself :attr:`~Batcher.stalled` (the model shows as not ready) until a call
+answers in time again or :data:`STALLED_FOR` seconds pass without an overrun.
+
 The batcher validates nothing: callers check inputs against the signature
 before :meth:`Batcher.submit` so that one bad request fails alone instead of
 taking its batch-mates down with it. It is the engine's scheduler for every
@@ -51,13 +70,23 @@ from aimass.runtimes.model import LoadedModel
 from aimass.serving.backend import Backend
 from aimass.serving.observer import NULL_OBSERVER, Observer, active
 
-__all__ = ["Batcher"]
+__all__ = ["STALLED_AFTER", "STALLED_FOR", "Batcher"]
+
+STALLED_AFTER = 3
+"""Calls in a row that overran every deadline in them before a model counts as stalled."""
+
+STALLED_FOR = 30.0
+"""Seconds a stalled model stays not ready after its last overrun, with no call answered.
+
+Then it shows ready again, so a load balancer that stopped sending it traffic
+(which alone could clear the state) tries it once more.
+"""
 
 _log = logging.getLogger(__name__)
 
 
 class _Request:
-    __slots__ = ("deadline", "enqueued", "future", "inputs", "key", "rows")
+    __slots__ = ("admit_by", "deadline", "enqueued", "future", "inputs", "key", "rows")
 
     def __init__(
         self, inputs: Arrays, future: asyncio.Future[Arrays], enqueued: float, deadline: float
@@ -66,6 +95,7 @@ class _Request:
         self.future = future
         self.enqueued = enqueued
         self.deadline = deadline  # on the event loop's clock
+        self.admit_by = math.inf  # while waiting for a slot: when it is refused
         first = next(iter(inputs.values()), None)
         self.rows = 0 if first is None else len(first)
         # Only arrays that agree on everything but the batch dimension concatenate.
@@ -88,24 +118,33 @@ class Batcher:
         max_delay: float = 0.002,
         fill_fraction: float = 0.1,
         queue_size: int = 1024,
+        admission_wait: float = 0.0,
         observer: Observer = NULL_OBSERVER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_batch_size < 1 or queue_size < 1 or max_delay < 0 or fill_fraction < 0:
+        if (
+            max_batch_size < 1
+            or queue_size < 1
+            or min(max_delay, fill_fraction, admission_wait) < 0
+        ):
             raise ValueError(
-                "max_batch_size and queue_size must be >= 1, max_delay and fill_fraction >= 0"
+                "max_batch_size and queue_size must be >= 1, "
+                "max_delay, fill_fraction and admission_wait >= 0"
             )
         self.name = model.ref
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.fill_fraction = fill_fraction
         self.queue_size = queue_size
+        self.admission_wait = admission_wait
         self._model = model
         self._backend = backend
         self._observer = active(observer)
         self._clock = clock
         self._queue: deque[_Request] = deque()
-        self._queued_rows = 0
+        # Requests waiting for a slot, oldest first; non-empty only while the queue is full.
+        self._room: deque[_Request] = deque()
+        self._queued_rows = 0  # of the queue and the waiting room
         self._worker: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         # True while the worker idles on an empty queue: any arrival wakes it.
@@ -116,6 +155,10 @@ class Batcher:
         self._free_since = 0.0  # when the last call ended, and how long it took
         self._last_call = 0.0
         self._running: list[_Request] = []
+        self._abandoning = False
+        self.overruns = 0
+        self._overrun_streak = 0
+        self._overran_at = -math.inf
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
         # The loop of the first request, which the worker task lives on too;
@@ -125,36 +168,77 @@ class Batcher:
     async def submit(self, request: InferRequest) -> Arrays:
         """Queue one request's (validated) inputs and await its own rows of the outputs.
 
-        Raises OVERLOADED at once when the queue is full, NOT_READY once
+        Raises OVERLOADED when the queue stays full for ``admission_wait``, NOT_READY once
         closing, TIMEOUT at the request's deadline (the request is then
         dropped from the queue, or its rows discarded if already running),
         and whatever the model raised for the batch it ran in.
         """
         if self._closed:
             raise AimassError(ErrorCode.NOT_READY, f"model {self.name} is shutting down")
-        if len(self._queue) >= self.queue_size:
-            raise AimassError(
-                ErrorCode.OVERLOADED,
-                f"model {self.name} has {self.queue_size} requests queued; retry shortly",
-            )
+        full = len(self._queue) >= self.queue_size
+        if full and not self.admission_wait:
+            raise self._overloaded()
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
         deadline = request.deadline
         queued = _Request(request.inputs, future, self._clock(), deadline)
-        self._queue.append(queued)
+        if full:
+            queued.admit_by = loop.time() + self.admission_wait
+            self._room.append(queued)
+        else:
+            self._queue.append(queued)
         self._queued_rows += queued.rows
         if self._worker is None:
             self._worker = loop.create_task(self._run(), name=f"aimass-batcher-{self.name}")
         elif self._waiting_for_any or self._queued_rows >= self.max_batch_size:
             self._wake()
-        if deadline < self._sweep_at:
-            self._arm(loop, deadline)
+        due = min(deadline, queued.admit_by)
+        if due < self._sweep_at:
+            self._arm(loop, due)
         observer = self._observer
         if observer is not None:
             observer.queued(request, self.name, len(self._queue))
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller left (client gone, server deadline): free its slot now.
+            self._drop(queued)
+            raise
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the last :data:`STALLED_AFTER` calls all overran, the last one recently.
+
+        Recently: within :data:`STALLED_FOR` seconds.
+        """
+        return (
+            self._overrun_streak >= STALLED_AFTER and self._clock() - self._overran_at < STALLED_FOR
+        )
+
+    def _overloaded(self) -> AimassError:
+        return AimassError(
+            ErrorCode.OVERLOADED,
+            f"model {self.name} has {self.queue_size} requests queued; retry shortly",
+        )
+
+    def _drop(self, request: _Request) -> None:
+        for line in (self._queue, self._room):
+            try:
+                line.remove(request)
+            except ValueError:
+                continue
+            self._queued_rows -= request.rows
+            self._admit()
+            return
+        # Otherwise already taken into a batch, or swept.
+
+    def _admit(self) -> None:
+        """Move the oldest requests waiting for a slot into the queue's free slots."""
+        room, queue = self._room, self._queue
+        while room and len(queue) < self.queue_size:
+            queue.append(room.popleft())
 
     # -- deadlines --------------------------------------------------------------
     # One timer per batcher, due at the earliest deadline of a waiting request,
@@ -171,18 +255,60 @@ class Batcher:
         self._sweeper, self._sweep_at = None, math.inf
         now = loop.time()
         earliest = math.inf
-        for request in (*self._queue, *self._running):
-            due = request.deadline
-            if request.future.done():
+        kept: deque[_Request] = deque()
+        rows = 0
+        for request in self._queue:
+            if self._expire(request, now):
                 continue
-            if due <= now:
-                request.future.set_exception(
-                    AimassError(ErrorCode.TIMEOUT, f"model {self.name} did not answer in time")
-                )
-            elif due < earliest:
-                earliest = due
+            kept.append(request)
+            rows += request.rows
+            earliest = min(earliest, request.deadline)
+        waiting: deque[_Request] = deque()
+        for request in self._room:
+            if self._expire(request, now):
+                continue
+            if request.admit_by <= now:
+                request.future.set_exception(self._overloaded())
+                continue
+            waiting.append(request)
+            rows += request.rows
+            earliest = min(earliest, request.deadline, request.admit_by)
+        # Timed-out requests leave the queue now, not when the worker next gets to them.
+        self._queue, self._room, self._queued_rows = kept, waiting, rows
+        self._admit()
+        running = self._running
+        for request in running:
+            if not self._expire(request, now):
+                earliest = min(earliest, request.deadline)
+        if running and not self._abandoning and all(r.future.done() for r in running):
+            self._abandon()
         if earliest < math.inf:
             self._arm(loop, earliest)
+
+    def _expire(self, request: _Request, now: float) -> bool:
+        """Whether ``request`` is over: answered, gone, or past its deadline (then TIMEOUT)."""
+        if request.future.done():
+            return True
+        if request.deadline <= now:
+            request.future.set_exception(
+                AimassError(ErrorCode.TIMEOUT, f"model {self.name} did not answer in time")
+            )
+            return True
+        return False
+
+    def _abandon(self) -> None:
+        """Stop waiting for the running call: every request in it has timed out."""
+        worker = self._worker
+        if worker is None:
+            return
+        _log.warning(
+            "model %s overran the deadline of every request in a call; abandoning it", self.name
+        )
+        self._abandoning = True
+        self.overruns += 1
+        self._overrun_streak += 1
+        self._overran_at = self._clock()
+        worker.cancel()
 
     async def close(self) -> None:
         """Stop accepting requests, run everything already queued, then stop the worker."""
@@ -217,7 +343,7 @@ class Batcher:
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queue and not self._room:
                 if self._closed:
                     return
                 self._waiting_for_any = True
@@ -245,8 +371,23 @@ class Batcher:
                 await self._execute(batch)
 
     def _take(self) -> list[_Request]:
-        """Pop the oldest live request and those that fit in one call with it."""
+        """Pop the oldest live request and those that fit in one call with it.
+
+        Requests waiting for a slot join the call too, after the queued ones;
+        those left over fill the slots the call freed.
+        """
         queue = self._queue
+        if self._room:
+            queue.extend(self._room)
+            self._room.clear()
+            try:
+                return self._take_from(queue)
+            finally:
+                while len(queue) > self.queue_size:
+                    self._room.appendleft(queue.pop())
+        return self._take_from(queue)
+
+    def _take_from(self, queue: deque[_Request]) -> list[_Request]:
         first: _Request | None = None
         while queue and first is None:
             candidate = queue.popleft()
@@ -288,6 +429,12 @@ class Batcher:
                 self._model, [request.inputs for request in batch], rows
             )
         except asyncio.CancelledError:
+            if self._abandoning:
+                # Our own sweep gave up on the call; the worker carries on.
+                self._abandoning = False
+                assert self._worker is not None
+                self._worker.uncancel()
+                return
             for request in batch:
                 request.future.cancel()
             raise
@@ -303,9 +450,13 @@ class Batcher:
                 ),
             )
         else:
+            answered = False
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():
                     request.future.set_result(result)
+                    answered = True
+            if answered:
+                self._overrun_streak = 0
         finally:
             self._running = []
             self._free_since = self._clock()

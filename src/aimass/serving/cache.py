@@ -72,6 +72,8 @@ class ModelState:
     reason: str = ""
     memory_bytes: int = 0
     in_flight: int = 0
+    overruns: int = 0
+    stalled: bool = False
 
 
 class CachedModel:
@@ -94,9 +96,26 @@ class CachedModel:
     def state(self) -> ModelState:
         """The row of this version in the index."""
         memory = 0 if self.status is ModelStatus.UNAVAILABLE else self.size
+        schedulers = self.unique_schedulers()
         return ModelState(
-            self.info.model, self.info.version, self.status, self.reason, memory, self.users
+            self.info.model,
+            self.info.version,
+            self.status,
+            self.reason,
+            memory,
+            self.users,
+            sum(s.overruns for s in schedulers),
+            self.stalled,
         )
+
+    @property
+    def stalled(self) -> bool:
+        """Whether one of its schedulers is stalled: its recent calls all overran."""
+        return any(s.stalled for s in self.schedulers.values())
+
+    def unique_schedulers(self) -> list[Scheduler]:
+        """Each scheduler once (one may serve several capabilities)."""
+        return list({id(s): s for s in self.schedulers.values()}.values())
 
 
 class ModelCache:
@@ -135,9 +154,9 @@ class ModelCache:
         return [self._entries[key].state() for key in sorted(self._entries)]
 
     def is_ready(self, name: str, version: int) -> bool:
-        """Whether the version is loaded and serving."""
+        """Whether the version is loaded and serving (and not stalled)."""
         entry = self._entries.get((name, version))
-        return entry is not None and entry.status is ModelStatus.READY
+        return entry is not None and entry.status is ModelStatus.READY and not entry.stalled
 
     def acquire_ready(self, info: VersionInfo) -> CachedModel | None:
         """The version if it is READY now (counted as in use, as :meth:`acquire`), else None."""
@@ -187,7 +206,7 @@ class ModelCache:
         await self._ensure(info, retry=True, use=False)
 
     def warm(self, info: VersionInfo) -> bool:
-        """Whether the version is READY; if it is neither that nor loading, start its load.
+        """Whether the version is READY and not stalled; if neither that nor loading, load it.
 
         A version whose last load failed is tried again only once
         ``retry_after`` has passed, as a request would. Needs a running loop.
@@ -200,7 +219,7 @@ class ModelCache:
             if self._closed:
                 return False
             entry = self._start_load(info)
-        return entry.status is _READY
+        return entry.status is _READY and not entry.stalled
 
     async def unload(self, name: str, version: int | None = None) -> int:
         """Drop a version (or every version of ``name``) after its queued requests finish.
@@ -349,9 +368,7 @@ class ModelCache:
         task = entry._task
         if task is not None:
             await asyncio.shield(task)
-        # One scheduler may serve several capabilities: close each once.
-        unique = {id(s): s for s in entry.schedulers.values()}
-        await asyncio.gather(*(scheduler.close() for scheduler in unique.values()))
+        await asyncio.gather(*(scheduler.close() for scheduler in entry.unique_schedulers()))
         model, entry.model = entry.model, None
         if model is not None:
             self._release(model)

@@ -102,6 +102,7 @@ class Engine:
         self._checkers: dict[tuple[str, int], InputCheck] = {}
         self._refs: dict[tuple[str, int | None], ModelRef] = {}
         self._started = False
+        self._startup: tuple[ModelRef, ...] = ()
         self._closing = False
         self._in_flight = 0
         self._drained: asyncio.Event | None = None
@@ -124,6 +125,7 @@ class Engine:
         such error, its message naming the model, and the engine stays not ready.
         """
         self._loop = asyncio.get_running_loop()
+        self._startup = tuple(ModelRef.parse(ref) for ref in preload)
         results = await asyncio.gather(*(self.load(ref) for ref in preload), return_exceptions=True)
         for ref, result in zip(preload, results, strict=True):
             if isinstance(result, AimassError):
@@ -137,6 +139,25 @@ class Engine:
             elif isinstance(result, BaseException):
                 raise result
         self._started = True
+
+    async def serves_startup_models(self) -> bool:
+        """Whether the server is ready: :attr:`ready`, every start-up model loaded, none stalled.
+
+        A start-up model that failed (or was evicted) starts loading again, as
+        a model readiness probe would, so the server comes back by itself.
+        """
+        if not self.ready:
+            return False
+        for ref in self._startup:
+            info = self._router.cached(ref)
+            if info is None:
+                try:
+                    info = await self._router.resolve(ref)
+                except AimassError:
+                    return False
+            if not self._cache.warm(info):
+                return False
+        return True
 
     async def close(self) -> None:
         """Stop taking requests, let the ones in flight finish, then release every model.
@@ -240,7 +261,9 @@ class Engine:
             raise _incapable(model, capability, info)
 
     async def is_ready(self, model: str, version: int | None = None) -> bool:
-        """Whether the version a reference names is loaded; NOT_FOUND if there is none.
+        """Whether the version a reference names is loaded and not stalled; NOT_FOUND if none.
+
+        Stalled: its recent calls all overran their deadlines (a hung model).
 
         A version that is not loaded starts loading (within the memory
         budget), so a readiness probe alone brings a model up.

@@ -2,9 +2,10 @@
 
 Runtimes are synchronous and CPU-bound, but numpy, torch and onnxruntime
 release the GIL while they compute, so threads give real parallelism without
-the cost of copying tensors to another process. The thread backend keeps one
-pool for model calls and one for loads, and the router one for registry
-reads, so a slow load never starves inference or lookups of threads.
+the cost of copying tensors to another process. The thread backend keeps a
+pool per loaded version for its calls and one for loads, and the router one
+for registry reads, so neither a slow load nor a hung model starves
+inference or lookups of threads.
 """
 
 from __future__ import annotations

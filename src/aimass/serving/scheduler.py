@@ -32,6 +32,13 @@ __all__ = ["Scheduler", "SchedulerFactory", "Schedulers", "batching_schedulers"]
 class Scheduler(Protocol):
     """Runs one version's requests through its backend."""
 
+    overruns: int
+    """Calls abandoned because every request in them had timed out."""
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the version's recent calls all overran their deadlines (it is not ready)."""
+
     async def submit(self, request: InferRequest) -> Arrays:
         """The request's own outputs, once it has run (its deadline is the request's)."""
 
@@ -80,6 +87,7 @@ def batching_schedulers(
             max_delay=limits.max_delay_ms / 1000,
             fill_fraction=limits.fill_fraction,
             queue_size=settings.queue_size,
+            admission_wait=settings.admission_wait_ms / 1000,
             observer=observer,
             clock=clock,
         )

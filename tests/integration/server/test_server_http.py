@@ -415,6 +415,9 @@ def test_openai_errors(client: httpx.Client) -> None:
 class _Failing:
     """A scheduler whose every request fails with ``error``."""
 
+    overruns = 0
+    stalled = False
+
     def __init__(self, error: Exception) -> None:
         self.error = error
 

@@ -158,7 +158,8 @@ async def test_a_full_queue_is_overloaded_immediately(
 ) -> None:
     script = Script(gate=threading.Event())
     registry.add_scripted("slow", script)
-    engine = await started(make_engine(max_batch_size=1, max_delay_ms=0, queue_size=2), "slow")
+    settings = {"max_batch_size": 1, "max_delay_ms": 0, "queue_size": 2, "admission_wait_ms": 0}
+    engine = await started(make_engine(**settings), "slow")
     x = {"x": np.ones((1, 2))}
     running = asyncio.ensure_future(ask(engine, "slow", None, x))
     assert await asyncio.to_thread(script.entered.wait, WAIT)
