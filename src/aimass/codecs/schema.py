@@ -179,6 +179,12 @@ SCHEMAS: dict[str, Any] = {
                 "version": {"type": "string"},
                 "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]},
                 "reason": {"type": "string"},
+                "overruns": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "calls abandoned because every request in them timed out "
+                    "(loaded versions only)",
+                },
             },
         },
     },
