@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,10 +68,14 @@ def _register_in_process(
     )
 
 
-def _gc(settings: Settings, *args: str) -> Any:
+def _cli(settings: Settings) -> Cli:
     cli = Cli(settings.home.parent)
     cli.env = registry_env(settings)
-    return cli.json("gc", "--older-than", "0", *args)
+    return cli
+
+
+def _gc(settings: Settings, *args: str) -> Any:
+    return _cli(settings).json("gc", "--older-than", "0", *args)
 
 
 def _shas(registry: Registry) -> set[str]:
@@ -102,6 +105,9 @@ def test_gc_removes_what_killed_registrations_left_and_keeps_every_version(
     assert {"kind": "model", "name": "victim", "bytes": 0} in listed["items"]
     assert not kept & {item["name"] for item in listed["items"]}
     assert listed["bytes"] == sum(item["bytes"] for item in listed["items"]) > 0
+    shown = _cli(settings).run("gc", "--older-than", "0").stdout
+    assert f"would remove {len(kinds)} items, {listed['bytes']} bytes" in shown
+    assert "victim" in shown
     staging = settings.home / "staging"
     assert len(list(staging.iterdir())) == len(kills)  # a dry run removes nothing
 
@@ -128,7 +134,7 @@ def test_gc_removes_what_killed_registrations_left_and_keeps_every_version(
 
 
 def test_models_delete_frees_its_objects_but_keeps_shared_ones(
-    registry: Registry, settings: Settings, iris: Any, tmp_path: Path
+    registry: Registry, settings: Settings, iris: Any
 ) -> None:
     x, y = iris
     shared = LogisticRegression(max_iter=300).fit(x, y)
@@ -141,9 +147,7 @@ def test_models_delete_frees_its_objects_but_keeps_shared_ones(
     cached = {p.name for p in (settings.home / "cache").iterdir()}
     b_shas = _shas(registry) - {f.sha256 for f in only_a.manifest.files}
 
-    cli = Cli(tmp_path)
-    cli.env = registry_env(settings)
-    cli.run("models", "delete", "a", "--yes")
+    _cli(settings).run("models", "delete", "a", "--yes")
 
     assert all(registry.artifacts.exists(sha) for sha in b_shas)
     assert not any(registry.artifacts.exists(f.sha256) for f in only_a.manifest.files)

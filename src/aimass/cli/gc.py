@@ -38,6 +38,9 @@ def gc(
     if json:
         emit_json(report)
         return
+    if not report.items:
+        console.print(f"no debris older than {grace:g} minutes")
+        return
     verb = "removed" if yes else "would remove"
     table(
         f"debris older than {grace:g} minutes",
@@ -46,5 +49,5 @@ def gc(
         whole=["NAME"],
     )
     console.print(f"{verb} {len(report.items)} items, {report.bytes} bytes")
-    if not yes and report.items:
+    if not yes:
         console.print("run again with --yes to remove them")
