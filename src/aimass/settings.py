@@ -67,6 +67,12 @@ class RegistrySettings(_Section):
         "onnxruntime reproduces every output; such versions are then served without "
         "importing their framework",
     )
+    gc_grace_minutes: float = Field(
+        default=60,
+        ge=0,
+        description="aimass gc removes only debris (unreferenced objects, staging directories, "
+        "models with no version) older than this, so it never races a registration in flight",
+    )
 
 
 class ServerSettings(_Section):

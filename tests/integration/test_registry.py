@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from aimass.contract.signature import Datatype, Signature, TensorSpec
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry import Registry
 from aimass.settings import Settings
+from tests.integration.processes import registry_env
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +36,6 @@ def iris() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
 def clf(iris: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]) -> Any:
     x, y = iris
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ, AIMASS_HOME=str(settings.home))
-    if settings.registry.database_url:
-        env["AIMASS_REGISTRY__DATABASE_URL"] = settings.database_url()
-    if settings.registry.artifact_url:
-        env["AIMASS_REGISTRY__ARTIFACT_URL"] = settings.registry.artifact_url
-    if settings.registry.s3_endpoint_url:
-        env["AIMASS_REGISTRY__S3_ENDPOINT_URL"] = settings.registry.s3_endpoint_url
-    return env
 
 
 def test_register_numbers_versions_and_infers_the_signature(
@@ -279,7 +268,9 @@ def test_load_in_a_fresh_process_predicts_like_the_original(
         np.save({str(tmp_path / "y.npy")!r}, model.predict(np.load({str(tmp_path / "x.npy")!r})))
         """
     )
-    subprocess.run([sys.executable, "-c", script], env=_env(settings), check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", script], env=registry_env(settings), check=True, timeout=120
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), clf.predict(x))
 
 
@@ -308,7 +299,10 @@ def test_concurrent_registration_gets_distinct_numbers(
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script], env=_env(settings), stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", script],
+            env=registry_env(settings),
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
@@ -337,7 +331,10 @@ def test_first_registrations_of_a_new_model_race_safely(
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script], env=_env(settings), stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", script],
+            env=registry_env(settings),
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(3)
     ]

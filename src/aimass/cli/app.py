@@ -30,6 +30,7 @@ from aimass.cli import (
     card,
     demo,
     evaluate,
+    gc,
     imports,
     keys,
     models,
@@ -112,6 +113,7 @@ app.add_typer(alias.app, name="alias")
 app.command("card")(card.card)
 app.command("build")(build.build)
 app.add_typer(imports.app, name="import")
+app.command("gc")(gc.gc)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ RTOL = 1e-9
 ATOL = 1e-12
 
 _INPUT = "input"
+_GRAPH = "aimass_serving_plan"
 
 
 def make_sklearn_plan(
@@ -49,8 +50,13 @@ def make_sklearn_plan(
 
         width = rows[_INPUT].shape[1]
         options = {id(obj): {"zipmap": False}} if hasattr(obj, "predict_proba") else None
+        # A fixed graph name: skl2onnx's default is a fresh uuid, which would make
+        # every save of the same model a different artifact.
         return skl2onnx.convert_sklearn(
-            obj, initial_types=[(_INPUT, DoubleTensorType([None, width]))], options=options
+            obj,
+            name=_GRAPH,
+            initial_types=[(_INPUT, DoubleTensorType([None, width]))],
+            options=options,
         )
 
     return make_plan(

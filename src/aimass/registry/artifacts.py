@@ -3,15 +3,24 @@
 An object's key is the sha256 of its bytes, so an upload can never overwrite a
 different file, identical files are stored once, and every read can be
 verified. Local writes go to a temporary file that is fsynced and renamed into
-place, so a crash leaves either the whole object or nothing.
+place, so a crash leaves either the whole object or nothing (and perhaps a
+partial ``.incoming-*`` file, which :mod:`aimass.registry.gc` removes).
+
+Putting an object that is already stored refreshes its modification time:
+garbage collection only removes objects older than its grace period, so an
+object a registration in flight has just put is never old, even when its bytes
+were stored long ago.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +29,32 @@ from typing_extensions import override
 from aimass.contract.manifest import sha256_of
 from aimass.errors import AimassError, ErrorCode
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "S3ArtifactStore", "open_artifact_store"]
+_log = logging.getLogger(__name__)
+
+__all__ = [
+    "ArtifactStore",
+    "LocalArtifactStore",
+    "S3ArtifactStore",
+    "StoredObject",
+    "open_artifact_store",
+]
 
 _CHUNK = 1 << 20
+_PARTIAL = ".incoming-"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One entry of a store: a complete object (named by its sha256) or a partial upload."""
+
+    name: str
+    """The sha256 of a complete object, the file name of a partial one."""
+    key: str
+    """Where it is inside the store."""
+    size: int
+    modified: float
+    """POSIX time it was written or last put."""
+    partial: bool = False
 
 
 class ArtifactStore(ABC):
@@ -43,6 +75,14 @@ class ArtifactStore(ABC):
     @abstractmethod
     def delete(self, sha256: str) -> None:
         """Remove the object if present."""
+
+    @abstractmethod
+    def objects(self) -> Iterator[StoredObject]:
+        """Everything stored, partial uploads included."""
+
+    @abstractmethod
+    def delete_if_older(self, item: StoredObject, cutoff: float) -> bool:
+        """Remove ``item`` unless it was put at ``cutoff`` or later (checked just before)."""
 
     @property
     @abstractmethod
@@ -89,9 +129,13 @@ class LocalArtifactStore(ArtifactStore):
     def put(self, path: Path, sha256: str) -> None:
         target = self._object(sha256)
         if target.exists():
-            return
+            try:
+                os.utime(target)
+                return
+            except FileNotFoundError:
+                pass  # garbage collection removed it just now: store it again
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_PARTIAL)
         try:
             with os.fdopen(fd, "wb") as out, path.open("rb") as src:
                 shutil.copyfileobj(src, out, _CHUNK)
@@ -118,6 +162,33 @@ class LocalArtifactStore(ArtifactStore):
     @override
     def delete(self, sha256: str) -> None:
         self._object(sha256).unlink(missing_ok=True)
+
+    @override
+    def objects(self) -> Iterator[StoredObject]:
+        objects = self.root / "objects"
+        for path in objects.glob("*/*"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed while listing
+            yield StoredObject(
+                path.name,
+                path.relative_to(objects).as_posix(),
+                stat.st_size,
+                stat.st_mtime,
+                partial=path.name.startswith(_PARTIAL),
+            )
+
+    @override
+    def delete_if_older(self, item: StoredObject, cutoff: float) -> bool:
+        path = self.root / "objects" / item.key
+        try:
+            if path.stat().st_mtime >= cutoff:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -156,7 +227,18 @@ class S3ArtifactStore(ArtifactStore):
     @override
     def put(self, path: Path, sha256: str) -> None:
         if self.exists(sha256):
-            return
+            # Copied onto itself to refresh its LastModified (see the module's docstring).
+            key = self._key(sha256)
+            try:
+                self._client.copy_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                    MetadataDirective="REPLACE",
+                )
+                return
+            except Exception:  # removed between the check and the copy: upload it again
+                _log.debug("refreshing %s failed; uploading it again", key, exc_info=True)
         # S3 makes an object visible only once its upload completed: no partial objects.
         self._client.upload_file(str(path), self.bucket, self._key(sha256))
 
@@ -187,6 +269,32 @@ class S3ArtifactStore(ArtifactStore):
     @override
     def delete(self, sha256: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(sha256))
+
+    @override
+    def objects(self) -> Iterator[StoredObject]:
+        # S3 shows an object only once its upload completed: there are no partial ones.
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key("") + "/"
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                name = item["Key"].rsplit("/", 1)[-1]
+                yield StoredObject(
+                    name, item["Key"], int(item["Size"]), item["LastModified"].timestamp()
+                )
+
+    @override
+    def delete_if_older(self, item: StoredObject, cutoff: float) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=item.key)
+        except ClientError:
+            return False
+        if head["LastModified"].timestamp() >= cutoff:
+            return False
+        self._client.delete_object(Bucket=self.bucket, Key=item.key)
+        return True
 
 
 def open_artifact_store(url: str, *, s3_endpoint_url: str | None = None) -> ArtifactStore:

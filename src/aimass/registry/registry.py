@@ -4,7 +4,10 @@
 (SQL), the artifact store (local or S3) and the runtimes. Registering saves
 through the runtime into a staging directory, hashes every file, uploads the
 files, and only then writes the version row, so a version visible in the
-database always has complete artifacts behind it. Loading fetches files into a
+database always has complete artifacts behind it. The staging directory is
+under the registry's home (``staging/``), removed when registration ends
+either way, and locked while it runs, so that :mod:`aimass.registry.gc` can
+remove the ones a killed registration left and never a live one's. Loading fetches files into a
 local cache keyed by their content, verifies every sha256, and only then lets
 the runtime open them.
 """
@@ -30,6 +33,7 @@ from aimass.db.database import open_engine
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry.artifacts import ArtifactStore, open_artifact_store
 from aimass.registry.records import AliasEvent, ModelInfo, VersionInfo
+from aimass.registry.staging import staging_directory
 from aimass.registry.store import ARCHIVED, READY, MetadataStore
 from aimass.runtimes import detect_runtime, runtime_class
 from aimass.runtimes.loading import refuse_pickle
@@ -49,6 +53,7 @@ class Registry:
         artifacts: ArtifactStore,
         *,
         cache_dir: Path,
+        staging_dir: Path | None = None,
         user: str = "local",
         load_options: LoadOptions | None = None,
         prefer_safe_formats: bool = True,
@@ -57,6 +62,7 @@ class Registry:
         self.store = store
         self.artifacts = artifacts
         self.cache_dir = cache_dir
+        self.staging_dir = staging_dir or cache_dir.parent / "staging"
         self.user = user
         self.load_options = load_options or LoadOptions()
         self.prefer_safe_formats = prefer_safe_formats
@@ -71,6 +77,7 @@ class Registry:
                 settings.artifact_url(), s3_endpoint_url=settings.registry.s3_endpoint_url
             ),
             cache_dir=settings.home / "cache",
+            staging_dir=settings.home / "staging",
             user=settings.user,
             load_options=LoadOptions(allow_pickle=settings.registry.allow_pickle),
             prefer_safe_formats=settings.registry.prefer_safe_formats,
@@ -132,8 +139,7 @@ class Registry:
             "onnx_serving_plan": self.onnx_serving_plans,
             "allow_pickle": self.load_options.allow_pickle,
         }
-        with tempfile.TemporaryDirectory(prefix="aimass-register-") as staging:
-            files_dir = Path(staging)
+        with staging_directory(self.staging_dir) as files_dir:
             saved = cls.save(
                 obj, files_dir, sample_input=sample_input, defaults=defaults, **save_options
             )
@@ -149,18 +155,39 @@ class Registry:
             )
             for file in files:
                 self.artifacts.put(files_dir / file.path, file.sha256)
-        creator = created_by or self.user
-        self.store.ensure_model(
-            name, task=manifest.task.value, description=description, created_by=creator
-        )
-        return self.store.add_version(
-            name,
-            manifest,
-            description=description,
-            metadata=metadata or {},
-            tags=tags or {},
-            created_by=creator,
-        )
+            creator = created_by or self.user
+            info = self._add_version(
+                name,
+                manifest,
+                description=description,
+                metadata=metadata or {},
+                tags=tags or {},
+                created_by=creator,
+            )
+            # Garbage collection, or a deletion, may have removed an object this
+            # version shares after it was put and before the row was written:
+            # put it back from the staged file while there is one.
+            for file in files:
+                if not self.artifacts.exists(file.sha256):
+                    self.artifacts.put(files_dir / file.path, file.sha256)
+        return info
+
+    def _add_version(self, name: str, manifest: Manifest, **fields: Any) -> VersionInfo:
+        # A second try if garbage collection removed the model (it had no version
+        # yet and was old) between creating it and adding this version.
+        for attempt in (1, 2):
+            self.store.ensure_model(
+                name,
+                task=manifest.task.value,
+                description=fields["description"],
+                created_by=fields["created_by"],
+            )
+            try:
+                return self.store.add_version(name, manifest, **fields)
+            except AimassError as exc:
+                if exc.code is not ErrorCode.NOT_FOUND or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def copy_version(self, source: Registry, info: VersionInfo) -> VersionInfo:
         """Copy a version of ``source`` here under its own number, with its files and aliases.
@@ -268,8 +295,14 @@ class Registry:
         self._collect(*self.store.delete_model(name))
 
     def _collect(self, *removed: Manifest) -> None:
-        still_used = {f.sha256 for m in self.store.all_manifests() for f in m.files}
+        # A registration that puts one of these objects meanwhile puts it back
+        # after writing its version (see register).
+        remaining = self.store.all_manifests()
+        still_used = {f.sha256 for m in remaining for f in m.files}
+        cached = {_cache_key(m.files) for m in remaining}
         for manifest in removed:
+            if _cache_key(manifest.files) not in cached:
+                shutil.rmtree(self.cache_dir / _cache_key(manifest.files), ignore_errors=True)
             for file in manifest.files:
                 if file.sha256 not in still_used:
                     self.artifacts.delete(file.sha256)
@@ -301,8 +334,7 @@ class Registry:
     def materialize(self, info: VersionInfo) -> Path:
         """A local directory holding the version's files, every sha256 verified."""
         files = info.manifest.files
-        key = hashlib.sha256("".join(f"{f.path}\0{f.sha256}\n" for f in files).encode()).hexdigest()
-        target = self.cache_dir / key
+        target = self.cache_dir / _cache_key(files)
         if target.is_dir() and all(
             (target / f.path).is_file() and sha256_of(target / f.path) == f.sha256 for f in files
         ):
@@ -320,6 +352,10 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return target
+
+
+def _cache_key(files: tuple[ArtifactFile, ...]) -> str:
+    return hashlib.sha256("".join(f"{f.path}\0{f.sha256}\n" for f in files).encode()).hexdigest()
 
 
 def _hash_tree(root: Path) -> tuple[ArtifactFile, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
@@ -93,6 +94,36 @@ class MetadataStore(SqlStore):
                 session.execute(delete(table).where(table.model_id == row.id))
             session.delete(row)
             return manifests
+
+    def empty_models(self, created_before: datetime) -> list[str]:
+        """Models created before ``created_before`` that have no version (a killed registration)."""
+        with self._tx() as session:
+            return list(
+                session.scalars(
+                    select(ModelRow.name)
+                    .where(ModelRow.created_at < created_before, ~_has_versions())
+                    .order_by(ModelRow.name)
+                )
+            )
+
+    def delete_empty_model(self, name: str, created_before: datetime) -> bool:
+        """Delete the model if it still has no version; whether it did, in one transaction."""
+        with self._tx() as session:
+            model_id = session.scalar(
+                select(ModelRow.id)
+                .where(
+                    ModelRow.name == name, ModelRow.created_at < created_before, ~_has_versions()
+                )
+                .with_for_update()
+            )
+            if model_id is None:
+                return False
+            # The row is locked now, so this statement's fresh look at the versions
+            # sees any version added before the lock; tags go with it (ON DELETE CASCADE).
+            gone = session.execute(
+                delete(ModelRow).where(ModelRow.id == model_id, ~_has_versions())
+            )
+            return bool(gone.rowcount)  # type: ignore[attr-defined]
 
     # -- versions -------------------------------------------------------------
 
@@ -410,3 +441,7 @@ class MetadataStore(SqlStore):
             created_at=row.created_at,
             created_by=row.created_by,
         )
+
+
+def _has_versions() -> Any:
+    return select(VersionRow.id).where(VersionRow.model_id == ModelRow.id).exists()

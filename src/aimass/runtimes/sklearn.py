@@ -36,6 +36,9 @@ without a plan. Turn plans off with
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,8 @@ from aimass.runtimes.pickles import refuse_unportable
 __all__ = ["SklearnOptions", "SklearnRuntime"]
 
 _SKOPS_FILE = "model.skops"
+_SKOPS_SCHEMA = "schema.json"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 _JOBLIB_FILE = "model.joblib"
 _IMPORTABLE_HINT = (
     "define it with def at the top level of a module the serving process can import "
@@ -271,7 +276,7 @@ def _dump(obj: Any, directory: Path, sample: Any, prefer_safe: bool) -> tuple[st
             import skops.io
 
             path = directory / _SKOPS_FILE
-            skops.io.dump(obj, path)
+            path.write_bytes(_canonical_skops(skops.io.dumps(obj)))
             trusted = skops.io.get_untrusted_types(file=path)
             again = skops.io.load(path, trusted=trusted)
             if _same(_outputs(obj, sample), _outputs(again, sample)):
@@ -283,6 +288,61 @@ def _dump(obj: Any, directory: Path, sample: Any, prefer_safe: bool) -> tuple[st
 
     joblib.dump(obj, directory / _JOBLIB_FILE)
     return "pickle", []
+
+
+def _canonical_skops(data: bytes) -> bytes:
+    """The same skops archive, byte for byte the same for the same model in any process.
+
+    skops names its entries and ``__id__`` fields after ``id()`` (and bytes
+    after a uuid) and stamps each entry with the time, so the same model saved
+    twice never shares its artifact. Ids and names are renumbered in the order
+    they first appear in the schema (a one-to-one renaming, so shared objects
+    stay shared), entries are written sorted with a fixed date, and the padding
+    bytes of structured arrays (a tree's nodes), left uninitialised by numpy,
+    are zeroed.
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as source:
+        entries = {info.filename: source.read(info) for info in source.infolist()}
+    schema = json.loads(entries.pop(_SKOPS_SCHEMA))
+    ids: dict[int, int] = {}
+    names: dict[str, str] = {}
+
+    def renumber(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                renumber(item)
+        elif isinstance(node, dict):
+            if isinstance(node.get("__id__"), int):
+                node["__id__"] = ids.setdefault(node["__id__"], len(ids) + 1)
+            name = node.get("file")
+            if "__loader__" in node and isinstance(name, str) and name in entries:
+                node["file"] = names.setdefault(name, f"{len(names)}{Path(name).suffix}")
+            for value in node.values():
+                renumber(value)
+
+    renumber(schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as target:
+        fixed = {names.get(name, name): _zero_padding(content) for name, content in entries.items()}
+        fixed[_SKOPS_SCHEMA] = json.dumps(schema, indent=2).encode()
+        for name in sorted(fixed):
+            target.writestr(zipfile.ZipInfo(name, date_time=_ZIP_EPOCH), fixed[name])
+    return out.getvalue()
+
+
+def _zero_padding(content: bytes) -> bytes:
+    if not content.startswith(b"\x93NUMPY"):
+        return content
+    array = np.load(io.BytesIO(content), allow_pickle=False)
+    if array.dtype.names is None:
+        return content
+    # Fresh zeroed bytes: zeros_like and copies fill only the fields, not the padding.
+    clean = np.frombuffer(bytearray(array.nbytes), dtype=array.dtype).reshape(array.shape)
+    for name in array.dtype.names:
+        clean[name] = array[name]
+    out = io.BytesIO()
+    np.save(out, clean, allow_pickle=False)
+    return out.getvalue()
 
 
 def _same(a: Arrays, b: Arrays) -> bool:
