@@ -389,7 +389,7 @@ def test_the_python_api_finds_no_version_no_database_holds(
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
-        env=_env(settings),
+        env=registry_env(settings),
         capture_output=True,
         text=True,
         timeout=120,
