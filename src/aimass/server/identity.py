@@ -10,8 +10,9 @@ worker is replaced its clients would stay on the survivors for good, and the
 new worker would idle. Every ``keepalive_requests``-th response on a
 connection therefore says ``Connection: close`` (uvicorn then closes it once
 the response is out, and the client knows not to reuse it); the client's
-next connection goes to whichever worker accepts it first, which is the least
-busy one.
+next connection goes to whichever worker accepts it first, so a replaced
+worker gets its share back over time (the kernel favours a worker already
+awake, so not at once).
 """
 
 from __future__ import annotations
