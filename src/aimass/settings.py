@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aimass.errors import AimassError, ErrorCode
 
 __all__ = [
+    "DeploymentSettings",
     "GatewaySettings",
     "ModelBatching",
     "RegistrySettings",
@@ -307,6 +308,32 @@ class GatewaySettings(_Section):
     )
 
 
+class DeploymentSettings(_Section):
+    """How servers follow deployments, judge canaries and run shadows."""
+
+    poll_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often a server checks the database for changed deployments and moved "
+        "aliases (a change is served within about this plus a version's load and warm-up)",
+    )
+    stats_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a server writes its per-version request counts and latencies, "
+        "which canary guards and `deploy show` read",
+    )
+    stats_bucket_s: int = Field(
+        default=5, ge=1, description="The time resolution of stored per-version statistics"
+    )
+    shadow_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Shadow requests in flight per server; a copy beyond it is dropped and counted",
+    )
+    shadow_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one shadow request")
+
+
 class Settings(BaseSettings):
     """The root of the configuration tree."""
 
@@ -323,6 +350,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    deployments: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
     def database_url(self) -> str:
         """The product database URL, defaulting to SQLite under ``home``."""

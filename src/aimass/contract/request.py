@@ -10,7 +10,7 @@ many requests into one batch for the runtime; the answer is an
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,11 @@ class InferRequest:
     clock, when the request arrives (infinity: none). ``missing`` names the
     inputs the transport found missing values in (JSON ``null``), which the
     engine accepts only for inputs whose signature says they may be missing.
+    ``headers`` are the transport's request headers (lower-case names), which
+    a router may read to keep a caller on one version or to pin one.
+    The engine sets ``started`` (its clock when the request arrived) and
+    ``served`` (the model and version it routed the request to), which
+    observers read even when the request fails.
     """
 
     model: str
@@ -68,6 +73,9 @@ class InferRequest:
     binary_output: bool = False
     missing: frozenset[str] = frozenset()
     deadline: float = math.inf
+    headers: Sequence[tuple[bytes, bytes]] = ()
+    started: float = 0.0
+    served: tuple[str, int] | None = None
 
     @property
     def output_names(self) -> list[str] | None:

@@ -191,7 +191,8 @@ class Engine:
         if loop is None or not self._started or self._closing:
             raise AimassError(ErrorCode.NOT_READY, "the server is not ready for requests")
         timeout = request.timeout
-        deadline = request.deadline = loop.time() + (
+        now = request.started = loop.time()
+        deadline = request.deadline = now + (
             self.settings.request_timeout_s if timeout is None else timeout
         )
         observer = self._observer
@@ -207,6 +208,7 @@ class Engine:
             info = self._router.cached(ref, request)
             if info is None:
                 info = await _within(deadline, self._router.resolve(ref, request), request.model)
+            request.served = (info.model, info.version)
             names = None if request.outputs is None else request.output_names
             request.inputs = self._checker(info).check(request.inputs, names, request.missing)
             entry = self._cache.acquire_ready(info)
