@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,16 +22,29 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(home=tmp_path_factory.mktemp("controller-home"))
+
+
+@pytest.fixture(scope="module")
+def registry(settings: Settings) -> Iterator[Registry]:
+    # Shared: registering is the slow part, and each test uses its own deployment.
+    opened = Registry.from_settings(settings)
+    clf, x = iris_classifier()
+    for _ in range(2):
+        opened.register(clf, "iris", sample_input=x[:2], task="classification")
+    yield opened
+    opened.close()
+
+
 def _to(ref: str) -> DeploymentSpec:
     return DeploymentSpec(targets=(Target(ref=ref, weight=1000),)).checked()
 
 
-async def test_the_controller_converges_swaps_refuses_and_forgets(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path)
-    registry = Registry.from_settings(settings)
-    clf, x = iris_classifier()
-    for _ in range(2):
-        registry.register(clf, "iris", sample_input=x[:2], task="classification")
+async def test_the_controller_converges_swaps_refuses_and_forgets(
+    settings: Settings, registry: Registry
+) -> None:
     store = DeploymentStore(registry.database)
     engine, router = build_server_engine(registry, settings)
     await engine.start()
@@ -72,26 +85,19 @@ async def test_the_controller_converges_swaps_refuses_and_forgets(tmp_path: Path
     finally:
         await controller.stop()
         await engine.close()
-        registry.close()
 
 
-async def test_start_up_models_are_never_unloaded(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path)
-    registry = Registry.from_settings(settings)
-    clf, x = iris_classifier()
-    for _ in range(2):
-        registry.register(clf, "iris", sample_input=x[:2], task="classification")
+async def test_start_up_models_are_never_unloaded(settings: Settings, registry: Registry) -> None:
     store = DeploymentStore(registry.database)
-    store.create("prod", _to("iris:1"), by="test")
+    store.create("kept", _to("iris:1"), by="test")
     engine, router = build_server_engine(registry, settings)
     await engine.start(["iris:1"])
     controller = DeploymentController(store, registry, engine, router, settings.deployments)
     try:
         await controller.start()
-        store.change("prod", _to("iris:2"), by="test", kind="set")
+        store.change("kept", _to("iris:2"), by="test", kind="set")
         assert await controller.poll()
         assert {f"{s.name}:{s.version}" for s in engine.index()} == {"iris:1", "iris:2"}
     finally:
         await controller.stop()
         await engine.close()
-        registry.close()
