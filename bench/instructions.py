@@ -18,12 +18,19 @@ demo models:
 * **harness**: the same clients driving ``serve.py``'s constant-JSON floor app, that is what
   the clients themselves cost; ``app - harness`` is aimass's own cost per request;
 * **model**: the raw model (``predict_named``) at batch 32, per row: the part of aimass's cost
-  that is the model's own work.
+  that is the model's own work;
+* **routing**: the iris request sent to version 1 directly (``/v2/models/iris/versions/1``) and
+  to a deployment splitting its traffic 50/50 between ``iris:1`` and ``iris@bench`` (the same
+  version, so only the routing differs); the ratio of aimass's own cost is what routing a
+  deployment's request costs over calling its version directly.
 
-Not counted: uvicorn, the kernel and the network, which ``serve.py`` measures. Two settings
+Not counted: uvicorn, the kernel and the network, which ``serve.py`` measures. Three settings
 make the count repeatable: batches form without the ``max_delay`` wait (32 requests per batch,
-whatever the timing under valgrind) and the model runs on the event loop's thread rather than
-an executor thread, since callgrind's toggle counts only the thread that turned it on.
+whatever the timing under valgrind); the model runs on the event loop's thread rather than
+an executor thread, since callgrind's toggle counts only the thread that turned it on; and the
+router trusts a resolved reference for an hour, since under valgrind's slowed clock its usual
+two seconds would expire every few requests and count registry queries a real server makes
+once in thousands.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ CLIENTS = 32
 # Only the work inside this C function is counted: the child runs each measured stage in it.
 TOGGLE = "functools_reduce"
 OIP = [w for w in WORKLOADS if w.path.startswith("/v2/")]
+# The routing stages: the iris body, by version and by a deployment of it.
+ROUTED = {"version": "/v2/models/iris/versions/1/infer", "deployment": "/v2/models/bench/infer"}
 
 
 def _measured(stage: Callable[[], object]) -> None:
@@ -97,9 +106,11 @@ def child(requests: int) -> None:
     from _roles import _floor_app
 
     import aimass
-    from aimass.app import create_app
+    from aimass.app import build_server_engine, create_app
+    from aimass.contract.reference import ModelRef
+    from aimass.deployments.router import RouteTable
+    from aimass.deployments.spec import DeploymentSpec, Target
     from aimass.registry import Registry
-    from aimass.serving import build_engine
     from aimass.serving.executor import Executor
     from aimass.settings import Settings
 
@@ -112,12 +123,23 @@ def child(requests: int) -> None:
     asyncio.set_event_loop(loop)
     settings = Settings()
     registry = Registry.from_settings(settings)
-    engine = build_engine(registry, settings.serving)
-    app = create_app(settings, engine=engine, registry=registry, manage_engine=False)
+    engine, router = build_server_engine(registry, settings)
+    app = create_app(
+        settings, engine=engine, deployments=router, registry=registry, manage_engine=False
+    )
     loop.run_until_complete(engine.start([w.model for w in OIP]))
+    # Installed as the controller would, which is not what is counted here.
+    registry.set_alias("iris", "bench", 1)
+    iris = registry.resolve(ModelRef("iris", 1))
+    split = (Target(ref="iris:1", weight=500), Target(ref="iris@bench", weight=500))
+    router.install(
+        RouteTable.build(
+            "bench", DeploymentSpec(targets=split), {"iris:1": iris, "iris@bench": iris}
+        )
+    )
 
-    def served(target: Any, w: Workload) -> Callable[[], object]:
-        return lambda: loop.run_until_complete(_drive(target, w.path, w.body, requests))
+    def served(target: Any, w: Workload, path: str | None = None) -> Callable[[], object]:
+        return lambda: loop.run_until_complete(_drive(target, path or w.path, w.body, requests))
 
     def raw(w: Workload) -> Callable[[], object]:
         model, batch = aimass.load(w.model), raw_inputs(w.key, 32)
@@ -127,6 +149,7 @@ def child(requests: int) -> None:
         ("harness", served(_floor_app, OIP[0])),
         *((f"app {w.key}", served(app, w)) for w in OIP),
         *((f"model {w.key}", raw(w)) for w in OIP),
+        *((f"routed {how}", served(app, OIP[0], path)) for how, path in ROUTED.items()),
     ]
     for _, stage in stages:
         stage()
@@ -171,7 +194,11 @@ def count(
         "--requests",
         str(requests),
     ]
-    child_env = {**env, "AIMASS_SERVING__MAX_DELAY_MS": "0"}
+    child_env = {
+        **env,
+        "AIMASS_SERVING__MAX_DELAY_MS": "0",
+        "AIMASS_SERVING__RESOLVE_TTL_S": "3600",
+    }
     if tree is not None:
         child_env["PYTHONPATH"] = str(tree / "src")
     done = subprocess.run(argv, env=child_env, capture_output=True, text=True, check=False)
@@ -257,6 +284,14 @@ def _report(results: dict[str, dict[str, float]], requests: int) -> None:
             own[version, w.key] = app - harness
             figures = (app, harness, app - harness, model, app - harness - model)
             print(f"  {version[:12]:12} {w.key:11}" + "".join(f" {f:12.0f}" for f in figures))
+    for version, stages in results.items():
+        if "routed deployment" in stages:
+            direct, deployed = (stages[f"routed {how}"] - stages["harness"] for how in ROUTED)
+            print(
+                f"\n{version}: a deployment's request over its version's, called directly "
+                f"(aimass's own instructions): {deployed:.0f} / {direct:.0f} = "
+                f"{deployed / direct:.4f}"
+            )
     if len(results) == 2:
         new, old = results
         print(f"\nThis tree over {old} (aimass's own instructions per request; lower is better)")
