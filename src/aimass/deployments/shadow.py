@@ -1,0 +1,164 @@
+"""Shadow traffic: copies of live requests sent to shadow versions, off the caller's path.
+
+The :class:`ShadowTap` is an observer: when the engine has answered a
+request to a deployment that has shadows, it sends, with each shadow's
+``sample`` probability, a copy of the request (its already checked inputs,
+the outputs it asked for) to the shadow's version in a task of its own, and
+returns at once: the caller's answer never waits for a shadow, and a
+shadow's answer is never returned to anyone. Each copy has its own deadline
+(``shadow_timeout_s``), and the copies in flight are bounded
+(``shadow_concurrency`` per server): beyond the bound a copy is dropped and
+counted, never queued, so a slow shadow costs the live path nothing but the
+count. The shadow's answer is compared with the live one
+(:class:`~aimass.deployments.compare.Comparison`) and, with its latency and
+errors, counted by the :class:`~aimass.deployments.stats.StatsRecorder`
+under the role ``shadow``.
+
+Which deployments have which shadows is installed by whoever converges the
+deployments (:meth:`ShadowTap.install`), as the resolved versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from aimass.contract.request import InferRequest, InferResult
+from aimass.contract.runtime import Capability
+from aimass.deployments.stats import StatsRecorder, is_server_error
+from aimass.errors import AimassError
+from aimass.serving.observer import Observer
+from aimass.settings import DeploymentSettings
+
+__all__ = ["ShadowCopy", "ShadowTap"]
+
+_log = logging.getLogger(__name__)
+
+Infer = Callable[[InferRequest], Awaitable[InferResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowCopy:
+    """One shadow of a deployment: the version it resolves to and the fraction it samples."""
+
+    model: str
+    version: int
+    sample: float
+
+    @property
+    def ref(self) -> str:
+        """``model:version``, as statistics name it."""
+        return f"{self.model}:{self.version}"
+
+
+class ShadowTap(Observer):
+    """Sends sampled copies of deployments' requests to their shadows (module docstring).
+
+    ``infer`` (the engine's, given by :meth:`bind` since the engine is built
+    with this observer) answers the copies; ``chance`` draws in [0, 1).
+    """
+
+    def __init__(
+        self,
+        recorder: StatsRecorder,
+        settings: DeploymentSettings,
+        *,
+        chance: Callable[[], float] = random.random,
+    ) -> None:
+        self._recorder = recorder
+        self._limit = settings.shadow_concurrency
+        self._timeout = settings.shadow_timeout_s
+        self._chance = chance
+        self._table: Mapping[str, tuple[ShadowCopy, ...]] = MappingProxyType({})
+        self._infer: Infer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Copies sent and not yet answered."""
+        return len(self._tasks)
+
+    def bind(self, infer: Infer) -> None:
+        """Answer the copies with ``infer`` (the engine's), from the running event loop."""
+        self._infer = infer
+        self._loop = asyncio.get_running_loop()
+
+    def install(self, table: Mapping[str, Sequence[ShadowCopy]]) -> None:
+        """Every deployment's shadows from now on (deployments without any may be left out)."""
+        self._table = MappingProxyType({name: tuple(c) for name, c in table.items() if c})
+
+    async def close(self) -> None:
+        """Send no more copies and cancel those in flight."""
+        self._infer = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def responded(self, request: InferRequest, result: InferResult) -> None:
+        """Send the copies of an answered request to a deployment."""
+        copies = self._table.get(request.model)
+        if copies is None or self._infer is None or request.version is not None:
+            return
+        loop = self._loop
+        assert loop is not None  # bound with infer
+        live_s = loop.time() - request.started
+        for copy in copies:
+            if copy.sample < 1.0 and self._chance() >= copy.sample:
+                continue
+            if len(self._tasks) >= self._limit:
+                self._recorder.comparison(request.model, copy.ref).drop()
+                continue
+            task = loop.create_task(self._shadow(request, result, copy, live_s))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _shadow(
+        self, live: InferRequest, answer: InferResult, copy: ShadowCopy, live_s: float
+    ) -> None:
+        infer, loop = self._infer, self._loop
+        assert infer is not None and loop is not None
+        request = InferRequest(
+            model=copy.model,
+            inputs=live.inputs,
+            version=copy.version,
+            outputs=live.outputs,
+            parameters=live.parameters,
+            id=live.id,
+            request_id=live.request_id,
+            timeout=self._timeout,
+            caller=live.caller,
+            capability=live.capability,
+            binary_output=live.binary_output,
+            missing=live.missing,
+        )
+        deployment = live.model
+        started = loop.time()
+        try:
+            shadow = await infer(request)
+        except AimassError as exc:
+            self._recorder.record(
+                deployment, copy.ref, "shadow", loop.time() - started, error=is_server_error(exc)
+            )
+            return
+        except Exception:
+            _log.exception("shadow %s of %s failed", copy.ref, deployment)
+            self._recorder.record(deployment, copy.ref, "shadow", loop.time() - started, error=True)
+            return
+        shadow_s = loop.time() - started
+        self._recorder.record(deployment, copy.ref, "shadow", shadow_s)
+        try:
+            self._recorder.comparison(deployment, copy.ref).add(
+                answer.outputs,
+                shadow.outputs,
+                live_s=live_s,
+                shadow_s=shadow_s,
+                embedding=live.capability is Capability.EMBED,
+            )
+        except Exception:  # a comparison bug must not take the server's loop down with it
+            _log.exception("could not compare shadow %s of %s", copy.ref, deployment)
