@@ -55,6 +55,7 @@ __all__ = ["create_app", "route_table"]
 _EXPOSED = (
     "retry-after",
     "x-request-id",
+    "x-aimass-version",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
