@@ -14,8 +14,11 @@ count. The shadow's answer is compared with the live one
 errors, counted by the :class:`~aimass.deployments.stats.StatsRecorder`
 under the role ``shadow``.
 
-Which deployments have which shadows is installed by whoever converges the
-deployments (:meth:`ShadowTap.install`), as the resolved versions.
+Which deployments have which shadows the tap reads, for a request that
+called a deployment (:func:`~aimass.deployments.stats.called_deployment`),
+from the tables the router routes by
+(:meth:`~aimass.deployments.router.DeploymentRouter.table`), so a shadow
+starts and stops with the same swap that changes the deployment's targets.
 """
 
 from __future__ import annotations
@@ -23,41 +26,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from types import MappingProxyType
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from aimass.contract.request import InferRequest, InferResult
 from aimass.contract.runtime import Capability
-from aimass.deployments.stats import StatsRecorder, is_server_error
+from aimass.deployments.stats import StatsRecorder, called_deployment, is_server_error
 from aimass.errors import AimassError
 from aimass.serving.observer import Observer
 from aimass.settings import DeploymentSettings
 
-__all__ = ["ShadowCopy", "ShadowTap"]
+__all__ = ["ShadowTap", "Table", "Version"]
 
 _log = logging.getLogger(__name__)
 
 Infer = Callable[[InferRequest], Awaitable[InferResult]]
 
 
-@dataclass(frozen=True, slots=True)
-class ShadowCopy:
-    """One shadow of a deployment: the version it resolves to and the fraction it samples."""
-
-    model: str
-    version: int
-    sample: float
+class Version(Protocol):
+    """A version a shadow resolved to (a :class:`~aimass.registry.records.VersionInfo`)."""
 
     @property
-    def ref(self) -> str:
-        """``model:version``, as statistics name it."""
-        return f"{self.model}:{self.version}"
+    def model(self) -> str:
+        """The model's name."""
+
+    @property
+    def version(self) -> int:
+        """The version's number."""
+
+
+class Table(Protocol):
+    """What the tap reads of a deployment's route table: its shadows and their samples."""
+
+    @property
+    def shadows(self) -> Sequence[tuple[Version, float]]:
+        """Each shadow's version and the fraction of requests it gets a copy of."""
 
 
 class ShadowTap(Observer):
     """Sends sampled copies of deployments' requests to their shadows (module docstring).
 
+    ``tables`` gives a deployment's route table by name (None: not one);
     ``infer`` (the engine's, given by :meth:`bind` since the engine is built
     with this observer) answers the copies; ``chance`` draws in [0, 1).
     """
@@ -66,6 +75,7 @@ class ShadowTap(Observer):
         self,
         recorder: StatsRecorder,
         settings: DeploymentSettings,
+        tables: Callable[[str], Table | None],
         *,
         chance: Callable[[], float] = random.random,
     ) -> None:
@@ -73,7 +83,7 @@ class ShadowTap(Observer):
         self._limit = settings.shadow_concurrency
         self._timeout = settings.shadow_timeout_s
         self._chance = chance
-        self._table: Mapping[str, tuple[ShadowCopy, ...]] = MappingProxyType({})
+        self._tables = tables
         self._infer: Infer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -88,10 +98,6 @@ class ShadowTap(Observer):
         self._infer = infer
         self._loop = asyncio.get_running_loop()
 
-    def install(self, table: Mapping[str, Sequence[ShadowCopy]]) -> None:
-        """Every deployment's shadows from now on (deployments without any may be left out)."""
-        self._table = MappingProxyType({name: tuple(c) for name, c in table.items() if c})
-
     async def close(self) -> None:
         """Send no more copies and cancel those in flight."""
         self._infer = None
@@ -102,31 +108,44 @@ class ShadowTap(Observer):
 
     def responded(self, request: InferRequest, result: InferResult) -> None:
         """Send the copies of an answered request to a deployment."""
-        copies = self._table.get(request.model)
-        if copies is None or self._infer is None or request.version is not None:
+        deployment = called_deployment(request)
+        if deployment is None or self._infer is None:
+            return
+        table = self._tables(deployment)
+        if table is None or not table.shadows:
             return
         loop = self._loop
         assert loop is not None  # bound with infer
         live_s = loop.time() - request.started
-        for copy in copies:
-            if copy.sample < 1.0 and self._chance() >= copy.sample:
+        for version, sample in table.shadows:
+            if sample < 1.0 and self._chance() >= sample:
                 continue
             if len(self._tasks) >= self._limit:
-                self._recorder.comparison(request.model, copy.ref).drop()
+                ref = f"{version.model}:{version.version}"
+                self._recorder.comparison(deployment, ref).drop()
                 continue
-            task = loop.create_task(self._shadow(request, result, copy, live_s))
+            task = loop.create_task(
+                self._shadow(deployment, request, result, version.model, version.version, live_s)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _shadow(
-        self, live: InferRequest, answer: InferResult, copy: ShadowCopy, live_s: float
+        self,
+        deployment: str,
+        live: InferRequest,
+        answer: InferResult,
+        model: str,
+        version: int,
+        live_s: float,
     ) -> None:
         infer, loop = self._infer, self._loop
         assert infer is not None and loop is not None
+        ref = f"{model}:{version}"
         request = InferRequest(
-            model=copy.model,
+            model=model,
             inputs=live.inputs,
-            version=copy.version,
+            version=version,
             outputs=live.outputs,
             parameters=live.parameters,
             id=live.id,
@@ -137,23 +156,22 @@ class ShadowTap(Observer):
             binary_output=live.binary_output,
             missing=live.missing,
         )
-        deployment = live.model
         started = loop.time()
         try:
             shadow = await infer(request)
         except AimassError as exc:
             self._recorder.record(
-                deployment, copy.ref, "shadow", loop.time() - started, error=is_server_error(exc)
+                deployment, ref, "shadow", loop.time() - started, error=is_server_error(exc)
             )
             return
         except Exception:
-            _log.exception("shadow %s of %s failed", copy.ref, deployment)
-            self._recorder.record(deployment, copy.ref, "shadow", loop.time() - started, error=True)
+            _log.exception("shadow %s of %s failed", ref, deployment)
+            self._recorder.record(deployment, ref, "shadow", loop.time() - started, error=True)
             return
         shadow_s = loop.time() - started
-        self._recorder.record(deployment, copy.ref, "shadow", shadow_s)
+        self._recorder.record(deployment, ref, "shadow", shadow_s)
         try:
-            self._recorder.comparison(deployment, copy.ref).add(
+            self._recorder.comparison(deployment, ref).add(
                 answer.outputs,
                 shadow.outputs,
                 live_s=live_s,
@@ -161,4 +179,4 @@ class ShadowTap(Observer):
                 embedding=live.capability is Capability.EMBED,
             )
         except Exception:  # a comparison bug must not take the server's loop down with it
-            _log.exception("could not compare shadow %s of %s", copy.ref, deployment)
+            _log.exception("could not compare shadow %s of %s", ref, deployment)

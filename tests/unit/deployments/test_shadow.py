@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from aimass.contract.request import InferRequest, InferResult
-from aimass.deployments.shadow import ShadowCopy, ShadowTap
+from aimass.deployments.shadow import ShadowTap, Table
 from aimass.deployments.stats import StatsRecorder, summarize
 from aimass.errors import AimassError, ErrorCode
 from aimass.settings import DeploymentSettings
@@ -38,6 +39,17 @@ class Shadow:
         return InferResult(request.model, request.version or 0, {"label": np.array([self.label])})
 
 
+@dataclass(frozen=True)
+class Version:
+    model: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Shadows:
+    shadows: tuple[tuple[Version, float], ...]
+
+
 @pytest.fixture
 def stats() -> Iterator[StatsRecorder]:
     yield StatsRecorder("p", bucket_s=5)
@@ -46,18 +58,22 @@ def stats() -> Iterator[StatsRecorder]:
 def tap_of(
     stats: StatsRecorder, shadow: Shadow, *, sample: float = 1.0, limit: int = 4
 ) -> ShadowTap:
+    tables: dict[str, Table] = {
+        "web": Shadows(((Version("iris", 2), sample),)),
+        "quiet": Shadows(()),
+    }
     tap = ShadowTap(
         stats,
         DeploymentSettings(shadow_concurrency=limit, shadow_timeout_s=2.5),
+        tables.get,
         chance=lambda: 0.5,
     )
     tap.bind(shadow)
-    tap.install({"web": [ShadowCopy("iris", 2, sample)], "quiet": []})
     return tap
 
 
-def live(model: str = "web") -> tuple[InferRequest, InferResult]:
-    request = InferRequest(model, {"x": np.zeros((1, 4))}, request_id="r1")
+def live(model: str = "web", version: int | None = None) -> tuple[InferRequest, InferResult]:
+    request = InferRequest(model, {"x": np.zeros((1, 4))}, version=version, request_id="r1")
     request.started = asyncio.get_running_loop().time()
     request.served = ("iris", 1)
     return request, InferResult("iris", 1, {"label": np.array([1])})
@@ -117,9 +133,9 @@ async def test_requests_to_anything_but_a_deployment_with_shadows_are_not_copied
     tap = tap_of(stats, shadow)
     tap.responded(*live("quiet"))
     tap.responded(*live("iris"))
-    pinned, answer = live()
-    pinned.version = 1
-    tap.responded(pinned, answer)
+    tap.responded(*live("iris:1"))
+    tap.responded(*live("web", version=1))
+    tap.responded(*live("nothing"))
     assert tap.in_flight == 0 and not shadow.asked
 
 
