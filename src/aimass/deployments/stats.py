@@ -95,6 +95,7 @@ class StatsRecorder:
         self._dirty: set[tuple[str, str, str, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self._write: Callable[[list[StatsRow]], None] | None = None
+        self._writing = asyncio.Lock()
 
     def record(
         self, deployment: str, ref: str, role: Role, seconds: float, *, error: bool = False
@@ -118,7 +119,11 @@ class StatsRecorder:
         dirty, self._dirty = self._dirty, set()
         rows = [self._row(key, self._cells[key]) for key in sorted(dirty)]
         current = self._bucket()
-        for key in [k for k in self._cells if k[3] < current and k not in self._dirty]:
+        # Kept until written (and rewritten, should that write fail).
+        done = [
+            k for k in self._cells if k[3] < current and k not in dirty and k not in self._dirty
+        ]
+        for key in done:
             del self._cells[key]
         return rows
 
@@ -139,14 +144,19 @@ class StatsRecorder:
 
     async def flush(self) -> None:
         """Write the changed cells now (a failed write is logged and its rows written next time)."""
-        rows = self.rows()
-        if not rows or self._write is None:
+        if self._write is None:
             return
-        try:
-            await asyncio.to_thread(self._write, rows)
-        except Exception:
-            _log.warning("could not write deployment statistics; retrying", exc_info=True)
-            self._dirty.update((r.deployment, r.ref, r.role, r.bucket) for r in rows)
+        # One write at a time: an older snapshot landing after a newer one
+        # would replace a bucket's totals with smaller ones.
+        async with self._writing:
+            rows = self.rows()
+            if not rows:
+                return
+            try:
+                await asyncio.to_thread(self._write, rows)
+            except Exception:
+                _log.warning("could not write deployment statistics; retrying", exc_info=True)
+                self._dirty.update((r.deployment, r.ref, r.role, r.bucket) for r in rows)
 
     async def _flush_every(self, interval: float) -> None:
         while True:
