@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from aimass.deployments.guard import Verdict, judge
@@ -70,6 +70,9 @@ class Stats(Protocol):
     def bucket_s(self) -> int:
         """The time buckets' width in seconds."""
 
+    def write_stats(self, rows: Iterable[StatsRow]) -> None:
+        """Insert or replace each row."""
+
     def read_stats(self, name: str, since: float) -> list[StatsRow]:
         """Every process's rows for ``name`` from the bucket holding ``since`` on."""
 
@@ -108,16 +111,17 @@ class GuardLoop:
         self._task = asyncio.get_running_loop().create_task(self._every_round())
 
     async def stop(self) -> None:
-        """Stop judging."""
+        """Stop judging, after writing this process's last statistics."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._recorder.flush(self._store.write_stats)
 
     async def round(self) -> list[tuple[str, Verdict]]:
         """One round: write this process's statistics, then judge and apply (in a thread)."""
-        await self._recorder.flush()
+        await self._recorder.flush(self._store.write_stats)
         return await asyncio.to_thread(self.check)
 
     def check(self) -> list[tuple[str, Verdict]]:

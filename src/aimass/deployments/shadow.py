@@ -66,16 +66,15 @@ class Table(Protocol):
 class ShadowTap(Observer):
     """Sends sampled copies of deployments' requests to their shadows (module docstring).
 
-    ``tables`` gives a deployment's route table by name (None: not one);
-    ``infer`` (the engine's, given by :meth:`bind` since the engine is built
-    with this observer) answers the copies; ``chance`` draws in [0, 1).
+    :meth:`bind` gives, once the engine built with this observer runs, its
+    ``infer``, which answers the copies, and ``tables``, a deployment's route
+    table by name (None: not one); ``chance`` draws in [0, 1).
     """
 
     def __init__(
         self,
         recorder: StatsRecorder,
         settings: DeploymentSettings,
-        tables: Callable[[str], Table | None],
         *,
         chance: Callable[[], float] = random.random,
     ) -> None:
@@ -83,7 +82,7 @@ class ShadowTap(Observer):
         self._limit = settings.shadow_concurrency
         self._timeout = settings.shadow_timeout_s
         self._chance = chance
-        self._tables = tables
+        self._tables: Callable[[str], Table | None] = lambda name: None
         self._infer: Infer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -93,9 +92,10 @@ class ShadowTap(Observer):
         """Copies sent and not yet answered."""
         return len(self._tasks)
 
-    def bind(self, infer: Infer) -> None:
-        """Answer the copies with ``infer`` (the engine's), from the running event loop."""
+    def bind(self, infer: Infer, tables: Callable[[str], Table | None]) -> None:
+        """Answer copies with ``infer`` of the deployments ``tables`` has, on the running loop."""
         self._infer = infer
+        self._tables = tables
         self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:

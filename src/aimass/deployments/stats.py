@@ -5,8 +5,8 @@ version, role) got in time buckets of ``stats_bucket_s`` wall-clock seconds:
 how many, how many failed on the server's side, and a latency histogram in
 the fixed log buckets of :mod:`~aimass.deployments.histogram`; a shadow's
 cell also holds its :class:`~aimass.deployments.compare.Comparison`. Every
-``stats_interval_s`` the recorder writes the cells that changed to the
-database (``store.write_stats``, an upsert of the bucket's totals so far), so
+``stats_interval_s`` the guard loop has the recorder write the cells that
+changed (``store.write_stats``, an upsert of the bucket's totals so far), so
 canary guards on every server and ``deploy show`` see all servers' traffic:
 :func:`summarize` merges the rows of a window by adding them.
 
@@ -19,7 +19,6 @@ by its callers' mistakes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -93,8 +92,6 @@ class StatsRecorder:
         self._clock = clock
         self._cells: dict[tuple[str, str, str, int], _Cell] = {}
         self._dirty: set[tuple[str, str, str, int]] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._write: Callable[[list[StatsRow]], None] | None = None
         self._writing = asyncio.Lock()
 
     def record(
@@ -127,25 +124,11 @@ class StatsRecorder:
             del self._cells[key]
         return rows
 
-    def start(self, write: Callable[[list[StatsRow]], None], interval: float) -> None:
-        """Write the changed cells with ``write`` (in a thread) every ``interval`` seconds."""
-        self._write = write
-        self._task = asyncio.get_running_loop().create_task(self._flush_every(interval))
+    async def flush(self, write: Callable[[list[StatsRow]], None]) -> None:
+        """Write the changed cells with ``write``, in a thread.
 
-    async def stop(self) -> None:
-        """Stop writing, after writing what is left."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await self.flush()
-
-    async def flush(self) -> None:
-        """Write the changed cells now (a failed write is logged and its rows written next time)."""
-        if self._write is None:
-            return
+        A failed write is logged and its rows written next time.
+        """
         # One write at a time: an older snapshot landing after a newer one
         # would replace a bucket's totals with smaller ones.
         async with self._writing:
@@ -153,15 +136,10 @@ class StatsRecorder:
             if not rows:
                 return
             try:
-                await asyncio.to_thread(self._write, rows)
+                await asyncio.to_thread(write, rows)
             except Exception:
                 _log.warning("could not write deployment statistics; retrying", exc_info=True)
                 self._dirty.update((r.deployment, r.ref, r.role, r.bucket) for r in rows)
-
-    async def _flush_every(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            await self.flush()
 
     def _bucket(self) -> int:
         return int(self._clock() // self._bucket_s) * self._bucket_s
@@ -207,11 +185,15 @@ class StatsObserver(Observer):
     """Feeds a recorder with each answered or failed request to a deployment.
 
     The version counted is the one the engine routed the request to; ``now``
-    is the event loop's clock, which ``request.started`` is on.
+    is the event loop's clock, which ``request.started`` is on (see :meth:`bind`).
     """
 
     def __init__(self, recorder: StatsRecorder, now: Callable[[], float] = time.monotonic) -> None:
         self._recorder = recorder
+        self._now = now
+
+    def bind(self, now: Callable[[], float]) -> None:
+        """Measure with ``now``: the clock of the event loop the engine runs on."""
         self._now = now
 
     def responded(self, request: InferRequest, result: InferResult) -> None:

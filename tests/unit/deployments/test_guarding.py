@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -58,6 +58,9 @@ class Store:
         self.rows = rows
         self.asked: list[tuple[str, float]] = []
         self.pruned: list[float] = []
+
+    def write_stats(self, rows: Iterable[StatsRow]) -> None:
+        self.rows.extend(rows)
 
     def read_stats(self, name: str, since: float) -> list[StatsRow]:
         self.asked.append((name, since))
@@ -133,3 +136,31 @@ def test_old_statistics_are_pruned_now_and_then() -> None:
     guard.check()
     guard.check()
     assert store.pruned == [NOW - KEEP_S]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_a_round_writes_this_process_s_statistics_before_judging() -> None:
+    service = Service(deployment("web", canary_spec(), revision=7))
+    store = Store([])
+    recorder = StatsRecorder("p", bucket_s=5, clock=lambda: NOW - 1)
+    guard = GuardLoop(
+        service,
+        store,
+        lambda ref: {"iris@next": "iris:2"}.get(ref, ref),
+        recorder,
+        interval_s=3600,
+        clock=lambda: NOW,
+    )
+    for i in range(60):
+        recorder.record("web", "iris:2", "target", 0.001, error=i % 2 == 0)
+    guard.start()
+    ((_, verdict),) = await guard.round()
+    assert verdict.action == "trip" and len(service.applied) == 1
+    recorder.record("web", "iris:1", "target", 0.001)
+    await guard.stop()
+    assert store.rows[-1].ref == "iris:1"  # stopping wrote what was left

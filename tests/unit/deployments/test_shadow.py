@@ -65,10 +65,9 @@ def tap_of(
     tap = ShadowTap(
         stats,
         DeploymentSettings(shadow_concurrency=limit, shadow_timeout_s=2.5),
-        tables.get,
         chance=lambda: 0.5,
     )
-    tap.bind(shadow)
+    tap.bind(shadow, tables.get)
     return tap
 
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 
@@ -143,26 +141,6 @@ def test_a_shadow_made_a_target_shows_as_the_target_with_its_shadow_figures() ->
 
 
 @pytest.mark.anyio
-async def test_the_recorder_writes_what_changed_until_stopped() -> None:
-    written: list[list[StatsRow]] = []
-    wrote = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def write(rows: list[StatsRow]) -> None:
-        written.append(rows)
-        loop.call_soon_threadsafe(wrote.set)
-
-    stats = StatsRecorder("p", bucket_s=5)
-    stats.start(write, 0.01)
-    stats.record("web", "iris:1", "target", 0.001)
-    await asyncio.wait_for(wrote.wait(), 10)
-    stats.record("web", "iris:1", "target", 0.001)
-    await stats.stop()
-    assert written[0][0].requests == 1
-    assert written[-1][0].requests == 2  # stop wrote the last one
-
-
-@pytest.mark.anyio
 async def test_a_failed_write_is_tried_again() -> None:
     calls: list[list[StatsRow]] = []
 
@@ -172,9 +150,8 @@ async def test_a_failed_write_is_tried_again() -> None:
             raise OSError("database away")
 
     stats = StatsRecorder("p", bucket_s=5)
-    stats.start(write, 3600)
     stats.record("web", "iris:1", "target", 0.001)
-    await stats.flush()
-    await stats.flush()
-    await stats.stop()
+    await stats.flush(write)
+    await stats.flush(write)
+    await stats.flush(write)
     assert [len(rows) for rows in calls] == [1, 1]
