@@ -33,6 +33,7 @@ from aimass.contract.request import InferRequest, InferResult
 from aimass.deployments.compare import Comparison, merge, summary
 from aimass.deployments.histogram import Histogram, add_lists, quantile
 from aimass.deployments.records import StatsRow
+from aimass.deployments.router import ROUTE_HEADER
 from aimass.errors import AimassError
 from aimass.serving.observer import Observer
 
@@ -172,13 +173,21 @@ def called_deployment(request: InferRequest) -> str | None:
 
     A deployment's name is a bare name that is no model's, so a request whose
     bare reference differs from the model that was routed to called a
-    deployment: no lookup is needed on the request path to tell.
+    deployment: no lookup is needed on the request path to tell. A request
+    pinned to a version (``x-aimass-route``) is someone debugging, not
+    traffic: it is neither counted (it would sway a canary's guard) nor
+    copied to shadows.
     """
     served = request.served
     model = request.model
     if served is None or request.version is not None or model == served[0]:
         return None
-    return None if ":" in model or "@" in model else model
+    if ":" in model or "@" in model:
+        return None
+    for header, _ in request.headers:
+        if header == ROUTE_HEADER:
+            return None
+    return model
 
 
 class StatsObserver(Observer):

@@ -87,9 +87,12 @@ def test_the_observer_counts_requests_to_deployments_and_server_side_errors_only
     observer.responded(request("iris"), InferResult("iris", 1, {}))  # not a deployment
     observer.responded(request("iris:1"), InferResult("iris", 1, {}))
     observer.responded(request("other@prod"), InferResult("other", 1, {}))
+    versioned = request("web")
+    versioned.version = 1
+    observer.responded(versioned, InferResult("iris", 1, {}))
     pinned = request("web")
-    pinned.version = 1
-    observer.responded(pinned, InferResult("iris", 1, {}))
+    pinned.headers = [(b"x-aimass-route", b"iris:1")]
+    observer.responded(pinned, InferResult("iris", 1, {}))  # someone debugging
     observer.failed(request("web"), AimassError(ErrorCode.INTERNAL, "the model raised"))
     observer.failed(request("web"), AimassError(ErrorCode.TIMEOUT, "too slow"))
     observer.failed(request("web"), AimassError(ErrorCode.INVALID_INPUT, "bad shape"))
