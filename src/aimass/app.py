@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,7 +31,9 @@ from aimass.codecs import RequestLimits
 from aimass.codecs.schema import SCHEMAS as OIP_WIRE
 from aimass.deployments.controller import DeploymentController
 from aimass.deployments.router import DeploymentRouter
+from aimass.deployments.service import Deployments
 from aimass.deployments.store import DeploymentStore
+from aimass.deployments.traffic import TrafficWatch
 from aimass.errors import AimassError
 from aimass.gateway import admin
 from aimass.gateway.admin import AdminRoutes
@@ -55,7 +58,7 @@ from aimass.serving.router import Router
 from aimass.settings import Settings
 from aimass.version import __version__
 
-__all__ = ["build_server_engine", "create_app", "route_table"]
+__all__ = ["ServedDeployments", "build_server_engine", "create_app", "route_table"]
 
 # Response headers a browser page may read across origins.
 _EXPOSED = (
@@ -91,16 +94,26 @@ def route_table(
     return table
 
 
+@dataclass(frozen=True)
+class ServedDeployments:
+    """What an engine that serves deployments comes with: its router and its traffic's watch."""
+
+    router: DeploymentRouter
+    watch: TrafficWatch
+
+
 def build_server_engine(
     registry: Registry,
     settings: Settings,
     *,
     preloaded: Sequence[tuple[VersionInfo, LoadedModel]] = (),
-) -> tuple[Engine, DeploymentRouter]:
-    """The engine ``aimass serve`` runs, routing deployments by name, and its deployment router.
+) -> tuple[Engine, ServedDeployments]:
+    """The engine ``aimass serve`` runs, routing deployments by name, and what serves them.
 
     Pass both to :func:`create_app`, whose lifespan then runs the controller
-    that keeps the router's tables on the stored deployments.
+    that keeps the router's tables on the stored deployments, and the watch
+    of their traffic (statistics, shadows, canary guards), which observes
+    the engine from its start.
     """
     routers: list[DeploymentRouter] = []
 
@@ -108,8 +121,11 @@ def build_server_engine(
         routers.append(DeploymentRouter(inner))
         return routers[-1]
 
-    engine = build_engine(registry, settings.serving, preloaded=preloaded, route=route)
-    return engine, routers[0]
+    watch = TrafficWatch(settings.deployments)
+    engine = build_engine(
+        registry, settings.serving, preloaded=preloaded, route=route, observer=watch.observer
+    )
+    return engine, ServedDeployments(routers[0], watch)
 
 
 class _StartupFailure:
@@ -141,7 +157,7 @@ def create_app(
     *,
     registry: Registry,
     engine: Engine | None = None,
-    deployments: DeploymentRouter | None = None,
+    deployments: ServedDeployments | None = None,
     gateway: Gateway | None = None,
     preload: Sequence[str] | None = None,
     manage_engine: bool = True,
@@ -152,7 +168,7 @@ def create_app(
 
     ``engine`` and ``gateway`` default to the ones the settings describe over
     ``registry``; an engine made here serves deployments too, and so does one
-    from :func:`build_server_engine` given with its router as
+    from :func:`build_server_engine` given with what it returned as
     ``deployments`` (an engine given without one serves models only). With
     ``manage_engine`` (the default) the lifespan starts the engine, loading
     ``preload`` (default: ``settings.server.models``), then the deployment
@@ -168,8 +184,11 @@ def create_app(
     if deployments is not None:
         store = DeploymentStore(registry.database, bucket_s=settings.deployments.stats_bucket_s)
         controller = DeploymentController(
-            store, registry, engine, deployments, settings.deployments
+            store, registry, engine, deployments.router, settings.deployments
         )
+        watch = deployments.watch
+        # The guard's trips and steps add no version, so it needs no verify.
+        guard_service = Deployments(store, registry, source=watch.recorder.process)
     gateway = gateway or Gateway.from_settings(settings, registry.database)
     table = route_table(settings, engine=engine, registry=registry, gateway=gateway)
     startup = list(settings.server.models if preload is None else preload)
@@ -189,12 +208,16 @@ def create_app(
             await engine.close()
             await gateway.close()
             raise
-        if controller is not None:
+        if deployments is not None and controller is not None:
             await controller.start()
+            await watch.start(
+                engine.infer, deployments.router.table, guard_service, store, registry
+            )
         try:
             yield
         finally:
-            if controller is not None:
+            if deployments is not None and controller is not None:
+                await watch.stop()
                 await controller.stop()
             await engine.close()
             await gateway.close()
