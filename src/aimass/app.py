@@ -37,7 +37,8 @@ from aimass.http.errors import routing_error_handler
 from aimass.http.routes import FastPath, RouteTable
 from aimass.lifecycle.runs import RunStore
 from aimass.registry.registry import Registry
-from aimass.server import openai, runs
+from aimass.server import deployschemas, openai, runs
+from aimass.server.deployments import DeploymentRoutes, Status
 from aimass.server.docs import ApiDocs
 from aimass.server.identity import WorkerHeader
 from aimass.server.oip import OipRoutes
@@ -63,9 +64,18 @@ _EXPOSED = (
 
 
 def route_table(
-    settings: Settings, *, engine: Engine, registry: Registry, gateway: Gateway
+    settings: Settings,
+    *,
+    engine: Engine,
+    registry: Registry,
+    gateway: Gateway,
+    deployment_status: Status | None = None,
 ) -> RouteTable:
-    """Every route the server answers, from every adapter, with the schemas they describe."""
+    """Every route the server answers, from every adapter, with the schemas they describe.
+
+    ``deployment_status`` tells how this server follows a deployment (its
+    controller's); without one, a deployment's status reads null.
+    """
     server_version = __version__
     limits = RequestLimits(settings.gateway.max_tensor_elements, settings.gateway.max_string_bytes)
     document = OpenApi(server_version, gateway)
@@ -74,11 +84,18 @@ def route_table(
             *OipRoutes(engine, settings.server, server_version, limits).routes(),
             *OpenAIRoutes(engine, settings.server, limits).routes(),
             *RunRoutes(RunStore(registry.database)).routes(),
+            *DeploymentRoutes.serving(engine, registry, status=deployment_status).routes(),
             *AdminRoutes(gateway).routes(),
             document.route(),
             *ApiDocs().routes(),
         ],
-        {**OIP_WIRE, **openai.SCHEMAS, **runs.SCHEMAS, **admin.SCHEMAS},
+        {
+            **OIP_WIRE,
+            **openai.SCHEMAS,
+            **runs.SCHEMAS,
+            **deployschemas.SCHEMAS,
+            **admin.SCHEMAS,
+        },
     )
     document.bind(table)
     return table
