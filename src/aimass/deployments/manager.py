@@ -12,6 +12,7 @@ servers measured (:func:`~aimass.deployments.stats.summarize`) to the spec.
 
 from __future__ import annotations
 
+import builtins
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -203,7 +204,7 @@ class DeploymentManager:
         """Every deployment."""
         return self.service.list()
 
-    def history(self, name: str) -> list[dict[str, Any]]:
+    def history(self, name: str) -> builtins.list[dict[str, Any]]:
         """Every change, oldest first: its own and the moves of the aliases it follows."""
         return [event.public() for event in self.service.history(name)]
 

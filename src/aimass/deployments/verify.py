@@ -46,10 +46,7 @@ async def warm(engine: Engine, info: VersionInfo) -> None:
 
 def refused(ref: str, exc: Exception) -> AimassError:
     """The refusal of a version that failed to load or to warm up with ``exc``."""
-    if isinstance(exc, AimassError):
-        reason = exc.public_message
-    else:
-        reason = f"{type(exc).__name__}: {exc}"
+    reason = exc.public_message if isinstance(exc, AimassError) else f"{type(exc).__name__}: {exc}"
     return AimassError(
         ErrorCode.CONFLICT,
         f"{ref} failed to load or to answer its warm-up request, so the deployment is "

@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -22,12 +22,17 @@ from aimass.testing.models import iris_classifier
 
 
 class Broken(PythonModel):
-    """Loads, then fails every call: a version that must never be deployed."""
+    """Registers, then (once :func:`fill` arms it) fails to load: never to be deployed."""
 
     code_paths = (__file__,)
+    armed: ClassVar[bool] = False
+
+    def load(self, artifacts: Path) -> None:
+        if Broken.armed:
+            raise RuntimeError("this version is broken")
 
     def predict(self, inputs: Arrays) -> Arrays:
-        raise RuntimeError("this version is broken")
+        return {"y": inputs["x"]}
 
 
 def fill(registry: Registry) -> None:
@@ -37,6 +42,7 @@ def fill(registry: Registry) -> None:
     registry.register(clf, "iris", sample_input=x[:2], task="classification")
     registry.set_alias("iris", "production", 1)
     registry.register(Broken(), "broken", sample_input={"x": np.ones((1, 4))})
+    Broken.armed = True  # in this process: the in-process CLI and in-thread servers load it here
 
 
 @dataclass

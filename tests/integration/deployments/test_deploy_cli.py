@@ -98,7 +98,7 @@ def test_a_version_that_fails_its_warm_up_is_refused_and_nothing_changes(
     [
         (["create", "bad", "iris"], "must name a version (NAME:VERSION) or an alias"),
         (["create", "iris", "iris:1"], "iris"),  # a model's name is not a deployment's
-        (["create", "nowhere", "iris:99"], "not found"),
+        (["create", "nowhere", "iris:99"], "no version 99"),
         (["create", "sticky", "iris:1", "--sticky", "cookie"], "must be 'header:NAME'"),
         (["set", "web", "iris:1=50"], "the weights must sum to 100, not 50"),
         (["set", "web", "iris:1=abc"], "weight 'abc' must be a percentage"),
