@@ -9,7 +9,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-import aimass.gateway.tables  # every package's tables live in one schema
+import aimass.deployments.tables  # every package's tables live in one schema
+import aimass.gateway.tables
 import aimass.lifecycle.tables
 import aimass.migrations
 import aimass.registry.tables

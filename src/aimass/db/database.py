@@ -26,7 +26,7 @@ __all__ = ["HEAD_REVISION", "SqlStore", "open_engine"]
 
 # The newest migration; a test checks it is Alembic's head. Knowing it here lets
 # an up-to-date database open without importing Alembic (most of a CLI call's start-up).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 _MIGRATIONS = Path(__file__).parents[1] / "migrations"
 # Any fixed number works; it only has to be the same in every aimass process.

@@ -7,6 +7,7 @@ test see them all.
 
 from alembic import context
 
+import aimass.deployments.tables
 import aimass.gateway.tables
 import aimass.lifecycle.tables
 import aimass.registry.tables  # noqa: F401  (each registers its tables on Base)
