@@ -84,7 +84,9 @@ def route_table(
             *OipRoutes(engine, settings.server, server_version, limits).routes(),
             *OpenAIRoutes(engine, settings.server, limits).routes(),
             *RunRoutes(RunStore(registry.database)).routes(),
-            *DeploymentRoutes.serving(engine, registry, status=deployment_status).routes(),
+            *DeploymentRoutes.serving(
+                engine, registry, settings.deployments, status=deployment_status
+            ).routes(),
             *AdminRoutes(gateway).routes(),
             document.route(),
             *ApiDocs().routes(),

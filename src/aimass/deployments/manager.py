@@ -105,7 +105,7 @@ class DeploymentManager:
         Each version a change adds is loaded here, in an engine of its own,
         and answers one warm-up request before the change is written.
         """
-        store = DeploymentStore(registry.database)
+        store = DeploymentStore(registry.database, bucket_s=settings.deployments.stats_bucket_s)
         service = Deployments(store, registry, verify=in_process(registry, settings.serving))
         return cls(service, store, by=by)
 

@@ -36,6 +36,7 @@ from aimass.registry.registry import Registry
 from aimass.roles import Role
 from aimass.server.deployschemas import NAME, SCHEMAS
 from aimass.serving.engine import Engine
+from aimass.settings import DeploymentSettings
 
 __all__ = ["SCHEMAS", "DeploymentRoutes", "Status"]
 
@@ -111,10 +112,15 @@ class DeploymentRoutes:
 
     @classmethod
     def serving(
-        cls, engine: Engine, registry: Registry, *, status: Status | None = None
+        cls,
+        engine: Engine,
+        registry: Registry,
+        settings: DeploymentSettings,
+        *,
+        status: Status | None = None,
     ) -> DeploymentRoutes:
         """The routes of a server whose changes load and warm each new version in ``engine``."""
-        store = DeploymentStore(registry.database)
+        store = DeploymentStore(registry.database, bucket_s=settings.stats_bucket_s)
         return cls(Deployments(store, registry, verify=in_engine(engine)), store, status=status)
 
     def routes(self) -> list[Route]:
