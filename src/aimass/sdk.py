@@ -8,6 +8,7 @@ calls the same methods on it.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -107,4 +108,9 @@ def deployments() -> DeploymentManager:
     from aimass.deployments.manager import DeploymentManager
 
     settings = _settings()
-    return DeploymentManager.local(default_registry(), settings, by=f"sdk:{settings.user}")
+    return DeploymentManager.local(
+        default_registry(),
+        settings,
+        by=f"sdk:{settings.user}",
+        source=f"sdk@{socket.gethostname()}",
+    )

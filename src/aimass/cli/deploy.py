@@ -36,7 +36,8 @@ def _manager(ctx: typer.Context) -> DeploymentManager:
     from aimass.gateway.audit import cli_actor
 
     cli = state(ctx)
-    return DeploymentManager.local(cli.registry, cli.settings, by=cli_actor(cli.settings.user)[0])
+    by, source = cli_actor(cli.settings.user)
+    return DeploymentManager.local(cli.registry, cli.settings, by=by, source=source)
 
 
 def _split(deployment: Deployment) -> str:

@@ -99,15 +99,18 @@ class DeploymentManager:
         self._clock = clock
 
     @classmethod
-    def local(cls, registry: Registry, settings: Settings, *, by: str) -> DeploymentManager:
+    def local(
+        cls, registry: Registry, settings: Settings, *, by: str, source: str
+    ) -> DeploymentManager:
         """The deployments of ``registry`` outside a server (the CLI, the SDK), acting as ``by``.
 
+        ``source`` is where the audit log says the changes came from (``cli@host``).
         Each version a change adds is loaded here, in an engine of its own,
         and answers one warm-up request before the change is written.
         """
         store = DeploymentStore(registry.database, bucket_s=settings.deployments.stats_bucket_s)
-        service = Deployments(store, registry, verify=in_process(registry, settings.serving))
-        return cls(service, store, by=by)
+        verify = in_process(registry, settings.serving)
+        return cls(Deployments(store, registry, verify=verify, source=source), store, by=by)
 
     def create(self, name: str, ref: str, *, sticky: str | None = None) -> Deployment:
         """A deployment sending all its traffic to ``ref``, sticky by ``header:NAME`` or ``key``."""

@@ -3,9 +3,9 @@
 :class:`~aimass.deployments.service.Deployments` passes each version a change
 newly adds to a ``verify`` callable, before anything is written. Both here
 load the version in an engine and send it the warm-up request built from its
-signature (:func:`~aimass.deployments.warmup.warmup_request`), so a version
-that cannot load, or fails on a well-formed request, is refused with the
-reason and the deployment stays as it was:
+signature (:func:`~aimass.deployments.warmup.warmup_request`); whatever
+either raises, the service refuses the change with (CONFLICT, the
+deployment as it was):
 
 * :func:`in_process` (the CLI and the SDK) starts an engine of its own for
   the check, as a server would, and closes it;
@@ -16,43 +16,24 @@ reason and the deployment stays as it was:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import anyio.from_thread
 
+from aimass.deployments.service import Verify
 from aimass.deployments.warmup import warmup_request
-from aimass.errors import AimassError, ErrorCode
 from aimass.registry.records import VersionInfo
 from aimass.registry.registry import Registry
 from aimass.serving.engine import Engine
 from aimass.serving.factory import build_engine
 from aimass.settings import ServingSettings
 
-__all__ = ["Verify", "in_engine", "in_process", "warm"]
-
-Verify = Callable[[VersionInfo], None]
-"""Returns when the version serves; raises CONFLICT saying why when it does not."""
+__all__ = ["in_engine", "in_process", "warm"]
 
 
 async def warm(engine: Engine, info: VersionInfo) -> None:
-    """Load ``info`` in ``engine`` and answer one warm-up request; CONFLICT with the reason."""
-    ref = f"{info.model}:{info.version}"
-    try:
-        await engine.load(ref)
-        await engine.infer(warmup_request(info))
-    except Exception as exc:
-        raise refused(ref, exc) from exc
-
-
-def refused(ref: str, exc: Exception) -> AimassError:
-    """The refusal of a version that failed to load or to warm up with ``exc``."""
-    reason = exc.public_message if isinstance(exc, AimassError) else f"{type(exc).__name__}: {exc}"
-    return AimassError(
-        ErrorCode.CONFLICT,
-        f"{ref} failed to load or to answer its warm-up request, so the deployment is "
-        f"unchanged: {reason}",
-        field="ref",
-    )
+    """Load ``info`` in ``engine`` and answer one warm-up request; raises what failed."""
+    await engine.load(f"{info.model}:{info.version}")
+    await engine.infer(warmup_request(info))
 
 
 def in_process(registry: Registry, settings: ServingSettings) -> Verify:

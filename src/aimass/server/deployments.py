@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aimass.deployments.manager import SHOW_WINDOW_S, DeploymentManager
-from aimass.deployments.service import Deployments
+from aimass.deployments.service import Deployments, Verify
 from aimass.deployments.spec import Guard
 from aimass.deployments.store import DeploymentStore
 from aimass.deployments.verify import in_engine
@@ -104,10 +104,16 @@ class DeploymentRoutes:
     """The deployment endpoints, over one service and this server's convergence status."""
 
     def __init__(
-        self, service: Deployments, store: DeploymentStore, *, status: Status | None = None
+        self,
+        store: DeploymentStore,
+        registry: Registry,
+        *,
+        verify: Verify | None = None,
+        status: Status | None = None,
     ) -> None:
-        self.service = service
         self.store = store
+        self.registry = registry
+        self.verify = verify
         self.status = status
 
     @classmethod
@@ -121,7 +127,7 @@ class DeploymentRoutes:
     ) -> DeploymentRoutes:
         """The routes of a server whose changes load and warm each new version in ``engine``."""
         store = DeploymentStore(registry.database, bucket_s=settings.stats_bucket_s)
-        return cls(Deployments(store, registry, verify=in_engine(engine)), store, status=status)
+        return cls(store, registry, verify=in_engine(engine), status=status)
 
     def routes(self) -> list[Route]:
         """The deployment endpoints, declared: changes and reads alike need the deployer role."""
@@ -216,10 +222,11 @@ class DeploymentRoutes:
 
     def _manager(self, request: Request) -> DeploymentManager:
         caller = caller_of(request.scope)
-        # An open server (no keys yet) has no caller to name: say where it came from.
-        host = request.client.host if request.client else "unknown"
-        by = caller.key_id if caller is not None else f"anonymous@{host}"
-        return DeploymentManager(self.service, self.store, by=by)
+        host = request.client.host if request.client else ""
+        # An open server (no keys yet) has no key to name: the audit log says where it came from.
+        by = caller.key_id if caller is not None else "anonymous"
+        service = Deployments(self.store, self.registry, verify=self.verify, source=host)
+        return DeploymentManager(service, self.store, by=by)
 
     async def list(self, request: Request, params: Params) -> Response:
         """``GET /v1/deployments``."""

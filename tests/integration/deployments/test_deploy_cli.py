@@ -87,7 +87,7 @@ def test_a_version_that_fails_its_warm_up_is_refused_and_nothing_changes(
     refused = cli.run("deploy", "set", "guarded", "broken:1=100", ok=False)
     assert refused.code == 1
     message = " ".join(refused.stderr.split())
-    assert "broken:1 failed to load or to answer its warm-up request" in message
+    assert "broken:1 was refused: it failed to load or warm up" in message
     assert "the deployment is unchanged" in message
     after = cli.json("deploy", "show", "guarded")
     assert (after["revision"], _split(after)) == (before["revision"], {"iris:1": 100.0})

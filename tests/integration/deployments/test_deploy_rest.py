@@ -251,7 +251,7 @@ def test_a_version_that_fails_its_warm_up_is_a_409_and_nothing_changes(server: S
         ),
         409,
     )
-    assert "broken:1 failed to load or to answer its warm-up request" in refused["message"]
+    assert "broken:1 was refused: it failed to load or warm up" in refused["message"]
     after = _ok(http.get("/v1/deployments/safe"))
     assert (after["revision"], _split(after)) == (before["revision"], {"iris:1": 100.0})
 
