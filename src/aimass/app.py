@@ -28,6 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aimass.codecs import RequestLimits
 from aimass.codecs.schema import SCHEMAS as OIP_WIRE
+from aimass.deployments.controller import DeploymentController
+from aimass.deployments.router import DeploymentRouter
+from aimass.deployments.store import DeploymentStore
 from aimass.errors import AimassError
 from aimass.gateway import admin
 from aimass.gateway.admin import AdminRoutes
@@ -36,7 +39,9 @@ from aimass.gateway.layer import GatewayLayer
 from aimass.http.errors import routing_error_handler
 from aimass.http.routes import FastPath, RouteTable
 from aimass.lifecycle.runs import RunStore
+from aimass.registry.records import VersionInfo
 from aimass.registry.registry import Registry
+from aimass.runtimes.model import LoadedModel
 from aimass.server import deployschemas, openai, runs
 from aimass.server.deployments import DeploymentRoutes, Status
 from aimass.server.docs import ApiDocs
@@ -47,15 +52,17 @@ from aimass.server.openapi import OpenApi
 from aimass.server.runs import RunRoutes
 from aimass.serving.engine import Engine
 from aimass.serving.factory import build_engine
+from aimass.serving.router import Router
 from aimass.settings import Settings
 from aimass.version import __version__
 
-__all__ = ["create_app", "route_table"]
+__all__ = ["build_server_engine", "create_app", "route_table"]
 
 # Response headers a browser page may read across origins.
 _EXPOSED = (
     "retry-after",
     "x-request-id",
+    "x-aimass-version",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
@@ -103,6 +110,27 @@ def route_table(
     return table
 
 
+def build_server_engine(
+    registry: Registry,
+    settings: Settings,
+    *,
+    preloaded: Sequence[tuple[VersionInfo, LoadedModel]] = (),
+) -> tuple[Engine, DeploymentRouter]:
+    """The engine ``aimass serve`` runs, routing deployments by name, and its deployment router.
+
+    Pass both to :func:`create_app`, whose lifespan then runs the controller
+    that keeps the router's tables on the stored deployments.
+    """
+    routers: list[DeploymentRouter] = []
+
+    def route(inner: Router) -> Router:
+        routers.append(DeploymentRouter(inner))
+        return routers[-1]
+
+    engine = build_engine(registry, settings.serving, preloaded=preloaded, route=route)
+    return engine, routers[0]
+
+
 class _StartupFailure:
     """Reports a start-up that failed with an :class:`AimassError` as its message alone.
 
@@ -132,6 +160,7 @@ def create_app(
     *,
     registry: Registry,
     engine: Engine | None = None,
+    deployments: DeploymentRouter | None = None,
     gateway: Gateway | None = None,
     preload: Sequence[str] | None = None,
     manage_engine: bool = True,
@@ -141,16 +170,33 @@ def create_app(
     """The aimass HTTP server: OIP REST, OpenAI-compatible endpoints, runs, admin, OpenAPI.
 
     ``engine`` and ``gateway`` default to the ones the settings describe over
-    ``registry``. With ``manage_engine`` (the default) the lifespan starts the
-    engine, loading ``preload`` (default: ``settings.server.models``), and
-    closes it and the gateway at shutdown; pass ``False`` when the caller owns
-    them. A start-up model that does not resolve or load fails the lifespan
+    ``registry``; an engine made here serves deployments too, and so does one
+    from :func:`build_server_engine` given with its router as
+    ``deployments`` (an engine given without one serves models only). With
+    ``manage_engine`` (the default) the lifespan starts the engine, loading
+    ``preload`` (default: ``settings.server.models``), then the deployment
+    controller, which converges before the server takes requests, and at
+    shutdown stops them and closes the gateway; pass ``False`` when the
+    caller owns them. A start-up model that does not resolve or load fails the lifespan
     unless ``allow_missing`` (default: ``settings.server.allow_missing``).
     ``worker_header`` names the answering process in every response.
     """
-    engine = engine or build_engine(registry, settings.serving)
+    if engine is None:
+        engine, deployments = build_server_engine(registry, settings)
+    controller = None
+    if deployments is not None:
+        store = DeploymentStore(registry.database, bucket_s=settings.deployments.stats_bucket_s)
+        controller = DeploymentController(
+            store, registry, engine, deployments, settings.deployments
+        )
     gateway = gateway or Gateway.from_settings(settings, registry.database)
-    table = route_table(settings, engine=engine, registry=registry, gateway=gateway)
+    table = route_table(
+        settings,
+        engine=engine,
+        registry=registry,
+        gateway=gateway,
+        deployment_status=None if controller is None else controller.status,
+    )
     startup = list(settings.server.models if preload is None else preload)
     missing_ok = settings.server.allow_missing if allow_missing is None else allow_missing
     failures: list[AimassError] = []
@@ -168,9 +214,13 @@ def create_app(
             await engine.close()
             await gateway.close()
             raise
+        if controller is not None:
+            await controller.start()
         try:
             yield
         finally:
+            if controller is not None:
+                await controller.stop()
             await engine.close()
             await gateway.close()
 

@@ -206,16 +206,17 @@ def _server(
 ) -> uvicorn.Server:
     import uvicorn
 
-    from aimass.app import create_app
+    from aimass.app import build_server_engine, create_app
     from aimass.gateway.gateway import Gateway
     from aimass.server.announcing import AnnouncingServer
     from aimass.server.connection import connection_options
-    from aimass.serving.factory import build_engine
 
+    engine, deployments = build_server_engine(registry, settings, preloaded=preloaded)
     app = create_app(
         settings,
         registry=registry,
-        engine=build_engine(registry, settings.serving, preloaded=preloaded),
+        engine=engine,
+        deployments=deployments,
         gateway=Gateway.from_settings(settings, registry.database, limiter=limiter),
         preload=preload,
         worker_header=worker_header,

@@ -26,6 +26,7 @@ from aimass.errors import AimassError, ErrorCode
 __all__ = [
     "DECODE_OFF_LOOP_BYTES",
     "JSON",
+    "VERSION_HEADER",
     "json_response",
     "read_body",
     "read_json_object",
@@ -36,6 +37,9 @@ __all__ = [
 
 JSON = "application/json"
 """The media type of every JSON body aimass sends."""
+
+VERSION_HEADER = b"x-aimass-version"
+"""The response header naming the version that answered an inference: ``{model}:{version}``."""
 
 DECODE_OFF_LOOP_BYTES = 1024 * 1024
 """Bodies larger than this are decoded in a worker thread, smaller ones on the event loop.

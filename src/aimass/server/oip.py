@@ -26,6 +26,7 @@ from aimass.contract.signature import TensorSpec
 from aimass.errors import AimassError, ErrorCode
 from aimass.http.body import (
     DECODE_OFF_LOOP_BYTES,
+    VERSION_HEADER,
     json_response,
     read_body,
     receive_body,
@@ -404,6 +405,7 @@ class InferEndpoint:
                 raise
             if rid is not None:
                 request.request_id = client_request_id(rid)
+            request.headers = headers
             caller = scope.get(CALLER)
             if caller is not None:
                 request.caller = caller
@@ -422,16 +424,21 @@ class InferEndpoint:
                 request, result.model_name, result.model_version, result.outputs
             )
             accept = None if accept_encoding is None else accept_encoding.decode("latin-1")
+            answered = (VERSION_HEADER, f"{result.model_name}:{result.model_version}".encode())
             if encoded.header_length is None:
                 await send_success(
-                    send, encoded.body, accept_encoding=accept, gzip_min_bytes=self._gzip_min
+                    send,
+                    encoded.body,
+                    headers=[answered],
+                    accept_encoding=accept,
+                    gzip_min_bytes=self._gzip_min,
                 )
                 return
             await send_success(
                 send,
                 encoded.body,
                 content_type=_OCTET_STREAM,
-                headers=[(_HEADER_LENGTH, str(encoded.header_length).encode())],
+                headers=[(_HEADER_LENGTH, str(encoded.header_length).encode()), answered],
                 accept_encoding=accept,
                 gzip_min_bytes=self._gzip_min,
             )

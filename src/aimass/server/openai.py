@@ -25,7 +25,7 @@ from aimass.contract.reference import REFERENCE_PATTERN
 from aimass.contract.request import InferRequest, RequestedOutput
 from aimass.contract.runtime import Capability, embedding_tensors
 from aimass.errors import AimassError, ErrorCode
-from aimass.http.body import read_json_object, success_response
+from aimass.http.body import VERSION_HEADER, read_json_object, success_response
 from aimass.http.caller import caller_of
 from aimass.http.errors import Protocol, request_id
 from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
@@ -236,6 +236,7 @@ class OpenAIRoutes:
                 request_id=request_id(request.scope["headers"]),
                 caller=caller_of(request.scope),
                 capability=Capability.EMBED,
+                headers=request.scope["headers"],
             )
         )
         vectors = np.asarray(result.outputs[output], dtype="<f4")
@@ -262,7 +263,10 @@ class OpenAIRoutes:
             "model": model,
             "usage": {"prompt_tokens": words, "total_tokens": words},
         }
-        return success_response(request, _dumps(document), gzip_min_bytes=self._gzip)
+        answered = {VERSION_HEADER.decode(): f"{result.model_name}:{result.model_version}"}
+        return success_response(
+            request, _dumps(document), headers=answered, gzip_min_bytes=self._gzip
+        )
 
     @property
     def _gzip(self) -> int:

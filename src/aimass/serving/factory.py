@@ -18,7 +18,7 @@ from aimass.serving.backend import ThreadBackend
 from aimass.serving.engine import Engine
 from aimass.serving.executor import Executor
 from aimass.serving.observer import NULL_OBSERVER, Observer
-from aimass.serving.router import RegistryRouter
+from aimass.serving.router import RegistryRouter, Router
 from aimass.serving.scheduler import batching_schedulers
 from aimass.settings import ServingSettings
 
@@ -32,17 +32,24 @@ def build_engine(
     observer: Observer = NULL_OBSERVER,
     preloaded: Iterable[tuple[VersionInfo, LoadedModel]] = (),
     clock: Callable[[], float] = time.monotonic,
+    route: Callable[[Router], Router] | None = None,
 ) -> Engine:
-    """The engine over ``registry`` with the default router, backend and schedulers."""
+    """The engine over ``registry`` with the default router, backend and schedulers.
+
+    ``route`` wraps the registry's router in one that answers some references
+    itself (the deployment router, which the serving package cannot import).
+    """
     backend = ThreadBackend(
         registry.load, threads=settings.executor_threads, load_threads=settings.load_threads
     )
-    router = RegistryRouter(
+    router: Router = RegistryRouter(
         registry,
         Executor(settings.load_threads, name="aimass-lookup"),
         ttl=settings.resolve_ttl_s,
         clock=clock,
     )
+    if route is not None:
+        router = route(router)
     return Engine(
         settings,
         router=router,

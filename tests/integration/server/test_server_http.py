@@ -112,6 +112,32 @@ def test_infer_selects_outputs_and_versions(
     assert by_alias["outputs"] == response["outputs"]
 
 
+def test_every_answer_names_the_version_in_a_header(
+    client: httpx.Client, iris_x: np.ndarray[Any, Any]
+) -> None:
+    body = _infer_body(iris_x[:1])
+    for path, expected in (
+        ("/v2/models/iris/infer", "iris:2"),
+        ("/v2/models/iris@production/infer", "iris:1"),
+        ("/v2/models/iris/versions/1/infer", "iris:1"),
+    ):
+        response = client.post(path, json=body)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-aimass-version"] == expected
+        assert expected == f"iris:{response.json()['model_version']}"
+    header = orjson.dumps({"inputs": body["inputs"], "binary_data_output": True})
+    binary = client.post(
+        "/v2/models/iris/infer",
+        content=header,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert binary.status_code == 200, binary.text
+    assert binary.headers["x-aimass-version"] == "iris:2"
+    embedded = client.post("/v1/embeddings", json={"model": "minilm", "input": "some text"})
+    assert embedded.status_code == 200, embedded.text
+    assert embedded.headers["x-aimass-version"] == "minilm:1"
+
+
 def test_infer_onnx_float32(client: httpx.Client, iris_x: np.ndarray[Any, Any]) -> None:
     rows = iris_x[:2].astype(np.float32)
     body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 4], "data": rows.tolist()}]}
