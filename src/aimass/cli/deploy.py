@@ -235,34 +235,36 @@ def show_deployment(
                 f"{canary['progression']['max_weight']:g}%"
             )
         )
+    console.print(
+        "targets: "
+        + ", ".join(f"{t['ref']}={t['weight']:g}%" for t in shown["targets"])
+        + "".join(f"\nshadow: {s['ref']} (sample {s['sample']:g})" for s in shown["shadows"])
+    )
+    # Measured per version served (an alias's target shows as the version it pointed at).
     stats: dict[str, Any] = shown["stats"]
-    rows = [(t["ref"], "target", f"{t['weight']:g}%") for t in shown["targets"]]
-    rows += [(s["ref"], "shadow", f"sample {s['sample']:g}") for s in shown["shadows"]]
     table(
-        f"last {shown['window_s']:g}s",
-        ["version", "role", "share", "requests", "errors", "error rate", "p50 ms", "p99 ms"],
+        f"last {shown['window_s']:g}s, every server",
+        ["version", "role", "requests", "errors", "error rate", "p50 ms", "p99 ms"],
         [
             (
                 ref,
-                role,
-                share,
-                stats.get(ref, {}).get("requests", 0),
-                stats.get(ref, {}).get("errors", 0),
-                f"{stats.get(ref, {}).get('error_rate') or 0:.2%}",
-                _ms(stats.get(ref, {}).get("p50_ms")),
-                _ms(stats.get(ref, {}).get("p99_ms")),
+                entry["role"],
+                entry["requests"],
+                entry["errors"],
+                f"{entry['error_rate'] or 0:.2%}",
+                _ms(entry["p50_ms"]),
+                _ms(entry["p99_ms"]),
             )
-            for ref, role, share in rows
+            for ref, entry in stats.items()
         ],
         whole=("version",),
     )
-    for ref, _, _ in rows:
-        comparison = stats.get(ref, {}).get("comparison")
-        if comparison:
+    for ref, entry in stats.items():
+        if entry.get("comparison"):
             table(
                 f"shadow {ref} against the live answers",
                 ["measure", "value"],
-                sorted(_flatten(comparison)),
+                sorted(_flatten(entry["comparison"])),
             )
 
 

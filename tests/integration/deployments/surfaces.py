@@ -41,6 +41,7 @@ def fill(registry: Registry) -> None:
     registry.register(clf, "iris", sample_input=x[:2], task="classification")
     registry.register(clf, "iris", sample_input=x[:2], task="classification")
     registry.set_alias("iris", "production", 1)
+    Broken.armed = False
     registry.register(Broken(), "broken", sample_input={"x": np.ones((1, 4))})
     Broken.armed = True  # in this process: the in-process CLI and in-thread servers load it here
 

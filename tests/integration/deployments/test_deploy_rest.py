@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,12 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    settings = Settings(home=tmp_path_factory.mktemp("deploy-rest"))
+    settings = Settings.model_validate(
+        {
+            "home": tmp_path_factory.mktemp("deploy-rest"),
+            "deployments": {"poll_interval_s": 0.1, "stats_interval_s": 0.2, "stats_bucket_s": 1},
+        }
+    )
     registry = Registry.from_settings(settings)
     fill(registry)
     keys = KeyStore(registry.database)
@@ -280,3 +286,55 @@ def test_the_document_says_every_deployment_route_needs_a_deployer(server: Serve
         (method, path.replace("/x", "/{name}")) for method, path, _ in ROUTES
     }
     assert {op["x-aimass-role"] for op in operations.values()} == {"deployer"}
+
+
+def _until(check: Any, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)  # polling a condition with a deadline, not waiting for it
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_show_has_this_servers_status(server: Server) -> None:
+    http = server.clients["deployer"]
+    made = _ok(
+        http.post("/v1/deployments", json={"name": "counted", "ref": "iris@production"}), 201
+    )
+
+    def converged() -> Any:
+        status = _ok(http.get("/v1/deployments/counted"))["status"]
+        return status if status["revision"] == made["revision"] and status["converged"] else None
+
+    status = _until(converged, "the server to serve the deployment")
+    assert status["serving"]["targets"] == [
+        {"ref": "iris@production", "version": "iris:1", "weight": 100.0}
+    ]
+    assert status["error"] is None
+
+
+def test_show_counts_what_the_servers_served(server: Server) -> None:
+    """Needs the stats recorder in the composition root (dshadow's TrafficWatch)."""
+    http = server.clients["deployer"]
+    _ok(http.post("/v1/deployments", json={"name": "counted2", "ref": "iris:1"}), 201)
+    _until(
+        lambda: _ok(http.get("/v1/deployments/counted2"))["status"]["converged"],
+        "the server to serve the deployment",
+    )
+    row = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [5, 3, 1, 0]}]}
+    for _ in range(5):
+        _ok(server.clients["invoker"].post("/v2/models/counted/infer", json=row))
+    stats = _until(
+        lambda: (
+            (s := _ok(http.get("/v1/deployments/counted"))["stats"])
+            .get("iris:1", {})
+            .get("requests", 0)
+            >= 5
+            and s
+        ),
+        "the stats to reach the store",
+    )
+    assert stats["iris:1"]["role"] == "target" and stats["iris:1"]["errors"] == 0
+    assert stats["iris:1"]["p50_ms"] is not None
