@@ -1,9 +1,9 @@
 """The JSON schemas of ``/v1/deployments``: what a change's body may be, what an answer holds.
 
 Weights are percentages (``12.5``), as the CLI writes them; a spec stores
-them in tenths of a percent. Two rules no schema can state are the
-endpoint's to check (a 400 naming them): the weights of a split sum to 100,
-in steps of 0.1.
+them in tenths of a percent. Rules no schema can state are the endpoint's
+to check (a 400 naming them): weights in steps of 0.1, a split's summing to
+100, each of its references once.
 """
 
 from __future__ import annotations
@@ -219,6 +219,9 @@ SCHEMAS: dict[str, Any] = {
             },
             "off": {"type": "boolean", "description": "true: stop shadowing (ref, or every one)"},
         },
+        # Adding a shadow names it; only stopping may leave the reference out.
+        "if": {"required": ["off"], "properties": {"off": {"const": True}}},
+        "else": {"required": ["ref"], "properties": {"ref": {"type": "string"}}},
     },
 }
 """The deployment schemas, by name, for the OpenAPI document's components."""
