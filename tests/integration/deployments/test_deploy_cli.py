@@ -102,6 +102,7 @@ def test_a_version_that_fails_its_warm_up_is_refused_and_nothing_changes(
         (["create", "sticky", "iris:1", "--sticky", "cookie"], "must be 'header:NAME'"),
         (["set", "web", "iris:1=50"], "the weights must sum to 100, not 50"),
         (["set", "web", "iris:1=abc"], "weight 'abc' must be a percentage"),
+        (["set", "web", "iris:1=1e308"], "weight '1e308' must be a percentage"),
         (["set", "web", "iris:1"], "'iris:1' must be REF=WEIGHT"),
         (["set", "web", "iris:1=50", "iris:1=50"], "iris:1 is given twice"),
         (["canary", "web", "iris:2", "--weight", "10", "--window", "soon"], "window 'soon'"),

@@ -180,6 +180,12 @@ def test_only_a_deployer_may_use_a_deployment_route(
         ),
         (
             "/v1/deployments/rest/set",
+            {"targets": [{"ref": "iris:1", "weight": -1.7976931348623157e308}]},
+            "weight",
+            "must be a percentage",
+        ),
+        (
+            "/v1/deployments/rest/set",
             {"targets": [{"ref": "iris:1", "weight": 50}]},
             "targets",
             "sum to 100, not 50",
