@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from aimass.sdk import (
         default_registry,
         delete,
+        deployments,
         get_model,
         list_models,
         list_versions,
@@ -45,6 +46,7 @@ _LOCATIONS = {
     "TensorSpec": "aimass.contract.signature",
     "default_registry": _SDK,
     "delete": _SDK,
+    "deployments": _SDK,
     "get_model": _SDK,
     "list_models": _SDK,
     "list_versions": _SDK,
@@ -69,6 +71,7 @@ __all__ = [
     "__version__",
     "default_registry",
     "delete",
+    "deployments",
     "get_model",
     "list_models",
     "list_versions",

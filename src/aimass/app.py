@@ -45,7 +45,8 @@ from aimass.lifecycle.runs import RunStore
 from aimass.registry.records import VersionInfo
 from aimass.registry.registry import Registry
 from aimass.runtimes.model import LoadedModel
-from aimass.server import openai, runs
+from aimass.server import deployschemas, openai, runs
+from aimass.server.deployments import DeploymentRoutes, Status
 from aimass.server.docs import ApiDocs
 from aimass.server.identity import WorkerHeader
 from aimass.server.oip import OipRoutes
@@ -73,9 +74,18 @@ _EXPOSED = (
 
 
 def route_table(
-    settings: Settings, *, engine: Engine, registry: Registry, gateway: Gateway
+    settings: Settings,
+    *,
+    engine: Engine,
+    registry: Registry,
+    gateway: Gateway,
+    deployment_status: Status | None = None,
 ) -> RouteTable:
-    """Every route the server answers, from every adapter, with the schemas they describe."""
+    """Every route the server answers, from every adapter, with the schemas they describe.
+
+    ``deployment_status`` tells how this server follows a deployment (its
+    controller's); without one, a deployment's status reads null.
+    """
     server_version = __version__
     limits = RequestLimits(settings.gateway.max_tensor_elements, settings.gateway.max_string_bytes)
     document = OpenApi(server_version, gateway)
@@ -84,11 +94,20 @@ def route_table(
             *OipRoutes(engine, settings.server, server_version, limits).routes(),
             *OpenAIRoutes(engine, settings.server, limits).routes(),
             *RunRoutes(RunStore(registry.database)).routes(),
+            *DeploymentRoutes.serving(
+                engine, registry, settings.deployments, status=deployment_status
+            ).routes(),
             *AdminRoutes(gateway).routes(),
             document.route(),
             *ApiDocs().routes(),
         ],
-        {**OIP_WIRE, **openai.SCHEMAS, **runs.SCHEMAS, **admin.SCHEMAS},
+        {
+            **OIP_WIRE,
+            **openai.SCHEMAS,
+            **runs.SCHEMAS,
+            **deployschemas.SCHEMAS,
+            **admin.SCHEMAS,
+        },
     )
     document.bind(table)
     return table
@@ -190,7 +209,13 @@ def create_app(
         # The guard's trips and steps add no version, so it needs no verify.
         guard_service = Deployments(store, registry, source=watch.recorder.process)
     gateway = gateway or Gateway.from_settings(settings, registry.database)
-    table = route_table(settings, engine=engine, registry=registry, gateway=gateway)
+    table = route_table(
+        settings,
+        engine=engine,
+        registry=registry,
+        gateway=gateway,
+        deployment_status=None if controller is None else controller.status,
+    )
     startup = list(settings.server.models if preload is None else preload)
     missing_ok = settings.server.allow_missing if allow_missing is None else allow_missing
     failures: list[AimassError] = []

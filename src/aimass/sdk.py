@@ -8,19 +8,24 @@ calls the same methods on it.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aimass.contract.reference import ModelRef
 from aimass.registry.records import ModelInfo, VersionInfo
 from aimass.registry.registry import Registry
 from aimass.runtimes.model import LoadedModel
-from aimass.settings import load_settings
+from aimass.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from aimass.deployments.manager import DeploymentManager
 
 __all__ = [
     "default_registry",
     "delete",
+    "deployments",
     "get_model",
     "list_models",
     "list_versions",
@@ -32,9 +37,14 @@ __all__ = [
 
 
 @cache
+def _settings() -> Settings:
+    return load_settings()
+
+
+@cache
 def default_registry() -> Registry:
     """The registry the environment's settings describe, opened once per process."""
-    return Registry.from_settings(load_settings())
+    return Registry.from_settings(_settings())
 
 
 def register(model: Any, name: str, **options: Any) -> VersionInfo:
@@ -84,3 +94,23 @@ def delete(name: str, version: int | None = None) -> None:
         default_registry().delete_model(name)
     else:
         default_registry().delete_version(name, version)
+
+
+def deployments() -> DeploymentManager:
+    """The default registry's deployments, changed as the CLI changes them.
+
+    ``deployments().create("web", "iris@production")``, ``.canary("web",
+    "iris:4", 10, max_error_rate=0.02)``, ``.set("web", {"iris:4": 100})``,
+    ``.rollback("web")``, ``.show("web")``…: weights in percent. Each version
+    a change adds is loaded and answers one warm-up request here first; every
+    change is recorded as ``sdk:<user>`` (``AIMASS_USER``).
+    """
+    from aimass.deployments.manager import DeploymentManager
+
+    settings = _settings()
+    return DeploymentManager.local(
+        default_registry(),
+        settings,
+        by=f"sdk:{settings.user}",
+        source=f"sdk@{socket.gethostname()}",
+    )

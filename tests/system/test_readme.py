@@ -213,3 +213,63 @@ def test_csv_to_served_model_runs(env: dict[str, str], tmp_path: Path) -> None:
         assert json.loads(runs.stdout)["status"] == "succeeded"
         code, stderr = served.stop()
     assert code == 0, stderr
+
+
+def test_rolling_out_a_new_version_runs(env: dict[str, str], tmp_path: Path) -> None:
+    section = README.read_text().split("## Rolling out a new version safely", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    commands, serving = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    (python,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    own = {**env, "AIMASS_HOME": str(tmp_path / "home")}
+    subprocess.run(  # the tour's my-iris:1, with its production alias
+        [sys.executable, "-c", _tour_block("python", "aimass.register(")],
+        env=own,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    for line in commands.splitlines():
+        command, _, comment = line.partition("#")
+        command = command.strip()
+        if not command:
+            continue
+        done = subprocess.run(
+            shlex.split(command), env=own, cwd=tmp_path, capture_output=True, text=True
+        )
+        assert "Traceback" not in done.stderr, command
+        if comment.strip().startswith("refused:"):
+            assert done.returncode == 1, f"{command}: {done.stdout}"
+            assert comment.split("refused:", 1)[1].strip() in " ".join(done.stderr.split())
+        else:
+            assert done.returncode == 0, f"{command}: {done.stderr}"
+        if command.startswith("python"):
+            assert done.stdout.strip() == comment.strip()  # the version it registered
+    serve_line, *calls = [line for line in serving.splitlines() if line.strip()]
+    args = shlex.split(serve_line.split("#", 1)[0])
+    assert args[:2] == ["aimass", "serve"]
+    outputs = []
+    with serve_in_process(args[2:], env=own) as served:
+        address = served.url.removeprefix("http://")
+        for line in calls:
+            done = subprocess.run(
+                ["bash", "-c", line.replace("localhost:8000", address)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            outputs.append(json.loads(done.stdout))
+        code, stderr = served.stop()
+    assert code == 0, stderr
+    answer, shown, split, rolled_back, history = outputs
+    assert {o["name"]: o["data"] for o in answer["outputs"]}["label"] == [0]
+    assert answer["model_version"] == "2"  # the swap's my-iris:2 answered
+    assert shown["name"] == "iris-web" and shown["targets"] == [{"ref": "my-iris:2", "weight": 100}]
+    assert split["targets"] == [{"ref": "my-iris:1", "weight": 100}]
+    assert rolled_back["targets"] == shown["targets"]
+    assert [e["kind"] for e in history["events"]][-2:] == ["set", "rollback"]
+    done = subprocess.run(
+        [sys.executable, "-c", python], env=own, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    prints = [line for line in python.splitlines() if line.startswith("print(")]
+    assert done.stdout.splitlines() == [line.split("  # ", 1)[1] for line in prints]

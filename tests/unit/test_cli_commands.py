@@ -39,3 +39,11 @@ def test_one_command_per_job() -> None:
         "alias set",
     ]
     assert [path for path in COMMANDS if "audit" in path] == ["audit"]
+
+
+def test_deploy_has_the_commands_the_issue_names() -> None:
+    verbs = ["create", "set", "canary", "promote", "rollback", "shadow"]
+    verbs += ["list", "show", "history", "delete"]
+    assert sorted(path for path in COMMANDS if path.startswith("deploy ")) == [
+        f"deploy {verb}" for verb in sorted(verbs)
+    ]

@@ -29,6 +29,7 @@ from aimass.cli import (
     build,
     card,
     demo,
+    deploy,
     evaluate,
     gc,
     imports,
@@ -110,6 +111,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("predict")(predict.predict)
 app.add_typer(runs.app, name="runs")
 app.add_typer(alias.app, name="alias")
+app.add_typer(deploy.app, name="deploy")
 app.command("card")(card.card)
 app.command("build")(build.build)
 app.add_typer(imports.app, name="import")

@@ -234,7 +234,8 @@ def parse_weight(text: str) -> int:
         percent = float(text)
     except ValueError:
         percent = math.nan
-    tenths = round(percent * 10) if math.isfinite(percent) else -1
+    # Checked after scaling: a finite 1e308 is infinite in tenths.
+    tenths = round(percent * 10) if math.isfinite(percent * 10) else -1
     if not 0 <= tenths <= WHOLE or abs(percent * 10 - tenths) > 1e-6:
         raise _invalid(f"weight '{text}' must be a percentage from 0 to 100 in 0.1 steps")
     return tenths

@@ -13,7 +13,10 @@ Two answers are documented and exempted here, each for its reason:
   yet", not a server error;
 * an infer or embeddings request the schema allows may still not fit the
   model it names (its input names, shapes, datatypes: GET /v2/models/{name}
-  says those, not the document): that 400 is the model's answer.
+  says those, not the document): that 400 is the model's answer;
+* a deployment's split or canary the schema allows may still break a rule
+  JSON Schema cannot state (weights in 0.1 steps, a split summing to 100,
+  each reference once): that 400 names the rule.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 
 [[operations]]
 include-path-regex = "(/infer|/v1/embeddings)$"
+checks.positive_data_acceptance.expected-statuses = {json.dumps([*_POSITIVE, "400"])}
+
+[[operations]]
+include-path-regex = "^/v1/deployments/.*/(set|canary)$"
 checks.positive_data_acceptance.expected-statuses = {json.dumps([*_POSITIVE, "400"])}
 """
 
