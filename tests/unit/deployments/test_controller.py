@@ -46,7 +46,8 @@ async def test_the_controller_converges_swaps_refuses_and_forgets(
     settings: Settings, registry: Registry
 ) -> None:
     store = DeploymentStore(registry.database)
-    engine, router = build_server_engine(registry, settings)
+    engine, served = build_server_engine(registry, settings)
+    router = served.router
     await engine.start()
     controller = DeploymentController(store, registry, engine, router, settings.deployments)
 
@@ -90,7 +91,8 @@ async def test_the_controller_converges_swaps_refuses_and_forgets(
 async def test_start_up_models_are_never_unloaded(settings: Settings, registry: Registry) -> None:
     store = DeploymentStore(registry.database)
     store.create("kept", _to("iris:1"), by="test")
-    engine, router = build_server_engine(registry, settings)
+    engine, served = build_server_engine(registry, settings)
+    router = served.router
     await engine.start(["iris:1"])
     controller = DeploymentController(store, registry, engine, router, settings.deployments)
     try:
