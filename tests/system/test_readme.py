@@ -167,6 +167,34 @@ def test_securing_a_deployment_runs(env: dict[str, str], tmp_path: Path) -> None
     assert "keys.revoke" in audit and "keys.create" in audit
 
 
+def _run_commands(
+    commands: str, env: dict[str, str], cwd: Path
+) -> list[tuple[str, str, subprocess.CompletedProcess[str]]]:
+    """Run a README block's commands in order; each (command, comment, result).
+
+    A command whose comment reads ``refused: REASON`` must fail with that
+    reason: the README quotes it, so it must be the real one.
+    """
+    ran = []
+    for line in commands.splitlines():
+        command, _, comment = line.partition("#")
+        command = command.strip()
+        if not command:
+            continue
+        done = subprocess.run(
+            shlex.split(command), env=env, cwd=cwd, capture_output=True, text=True
+        )
+        assert "Traceback" not in done.stderr, command
+        if comment.strip().startswith("refused:"):
+            assert done.returncode == 1, f"{command}: {done.stdout}"
+            reason = comment.split("refused:", 1)[1].strip()
+            assert reason in " ".join(done.stderr.split())  # rich wraps long lines
+        else:
+            assert done.returncode == 0, f"{command}: {done.stderr}"
+        ran.append((command, comment, done))
+    return ran
+
+
 def test_csv_to_served_model_runs(env: dict[str, str], tmp_path: Path) -> None:
     import shutil
 
@@ -174,22 +202,7 @@ def test_csv_to_served_model_runs(env: dict[str, str], tmp_path: Path) -> None:
     commands, serving = re.findall(r"```bash\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
     shutil.copytree(README.parent / "examples", tmp_path / "examples")
     own = {**env, "AIMASS_HOME": str(tmp_path / "home")}
-    for line in commands.splitlines():
-        command, _, comment = line.partition("#")
-        command = command.strip()
-        if not command:
-            continue
-        done = subprocess.run(
-            shlex.split(command), env=own, cwd=tmp_path, capture_output=True, text=True
-        )
-        assert "Traceback" not in done.stderr, command
-        if comment.strip().startswith("refused:"):
-            # The README quotes the reason the gate gives; it must be the real one.
-            assert done.returncode == 1, f"{command}: {done.stdout}"
-            reason = comment.split("refused:", 1)[1].strip()
-            assert reason in " ".join(done.stderr.split())  # rich wraps long lines
-        else:
-            assert done.returncode == 0, f"{command}: {done.stderr}"
+    _run_commands(commands, own, tmp_path)
     assert (tmp_path / "cards" / "churn-1" / "roc_curve.png").stat().st_size > 0
     assert (tmp_path / "build" / "churn" / "Dockerfile").is_file()
 
@@ -228,20 +241,7 @@ def test_rolling_out_a_new_version_runs(env: dict[str, str], tmp_path: Path) -> 
         check=True,
         capture_output=True,
     )
-    for line in commands.splitlines():
-        command, _, comment = line.partition("#")
-        command = command.strip()
-        if not command:
-            continue
-        done = subprocess.run(
-            shlex.split(command), env=own, cwd=tmp_path, capture_output=True, text=True
-        )
-        assert "Traceback" not in done.stderr, command
-        if comment.strip().startswith("refused:"):
-            assert done.returncode == 1, f"{command}: {done.stdout}"
-            assert comment.split("refused:", 1)[1].strip() in " ".join(done.stderr.split())
-        else:
-            assert done.returncode == 0, f"{command}: {done.stderr}"
+    for command, comment, done in _run_commands(commands, own, tmp_path):
         if command.startswith("python"):
             assert done.stdout.strip() == comment.strip()  # the version it registered
     serve_line, *calls = [line for line in serving.splitlines() if line.strip()]
