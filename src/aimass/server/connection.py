@@ -17,6 +17,16 @@ small subclass:
   ``body_timeout_s``, is answered 408 and the connection closed;
 
 and uvicorn's own ``limit_concurrency`` answers 503 past ``max_connections``.
+
+With ``aimass serve --workers N`` the kernel hands each connection to one of
+N processes, and a keep-alive connection stays with the worker that accepted
+it: once a worker is replaced its clients would stay on the survivors for
+good, and the new worker would idle. So there, the ``keepalive_requests``-th
+request on a connection is its last: uvicorn's response says
+``Connection: close`` and closes the connection once it is out, and the
+client's next connection goes to whichever worker accepts it first, so a
+replaced worker gets its share back over time (the kernel favours a worker
+already awake, so not at once).
 The 431 and 408 come before there is a request to route, as uvicorn's own 400
 and 503 do, so they are written here rather than through the error catalog,
 in the OIP body shape.
@@ -41,7 +51,10 @@ __all__ = ["connection_options"]
 
 
 def connection_options(settings: ServerSettings) -> dict[str, Any]:
-    """The ``uvicorn.Config`` arguments that bound heads, slow clients and connections."""
+    """The ``uvicorn.Config`` arguments that bound heads, slow clients and connections.
+
+    With more than one worker, connections also carry a bounded number of requests.
+    """
     return {
         "http": _bounded_protocol(settings),
         # uvicorn counts the connection asking among the open ones.
@@ -85,11 +98,15 @@ class _Clocks:
 
 
 class _Watched(HttpToolsProtocol):
-    """The httptools protocol with a bounded head and clocks on the head and the body."""
+    """The httptools protocol with a bounded head, clocks on head and body, and maybe a request cap.
+
+    ``max_requests`` (None: no cap) is the number of requests a connection carries.
+    """
 
     max_head: int
     header_timeout: float
     body_timeout: float
+    max_requests: int | None
     clocks: _Clocks
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -102,6 +119,7 @@ class _Watched(HttpToolsProtocol):
         self._reads_seen = 0
         self._stalled_since = 0.0
         self._draining = False
+        self._requests = 0
         self.clocks.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -139,11 +157,16 @@ class _Watched(HttpToolsProtocol):
             self._head_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        """The head is in: its clock and budget stop, the body's begin."""
+        """The head is in: its clock and budget stop, the body's begin; maybe the last request."""
         self._head_left = None
         self._head_since = None
         self._in_body = True
+        cycle = self.cycle
         super().on_headers_complete()
+        if self.cycle is not cycle:  # a request to answer (not an upgrade)
+            self._requests += 1
+            if self._requests == self.max_requests:
+                self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         """The body is in: the next request's head gets a full budget."""
@@ -192,10 +215,12 @@ class _Watched(HttpToolsProtocol):
 def _bounded_protocol(settings: ServerSettings) -> type[_Watched]:
     """A :class:`_Watched` with ``settings``' limits, and clocks of its own server."""
     timeouts = (settings.header_timeout_s, settings.body_timeout_s)
+    requests = settings.keepalive_requests if settings.workers > 1 else None
 
     class Bounded(_Watched):
         max_head = settings.max_header_bytes
         header_timeout, body_timeout = timeouts
+        max_requests = requests
         clocks = _Clocks(min(1.0, min(timeouts) / 4))
 
     return Bounded
