@@ -3,7 +3,8 @@
 One run, on a fresh temporary ``AIMASS_HOME`` holding iris alone: ``aimass serve --model iris``
 with its default settings (so the code before the connection limits starts it the same way),
 its soft limit of open files set to ``--server-nofile`` (1,024, the usual ``ulimit -n``; 0 keeps
-this shell's). Two phases of ``--duration`` seconds each, one after the other:
+this shell's) and its hard one to ``--server-nofile-hard`` (0 keeps this shell's). Two phases of
+``--duration`` seconds each, one after the other:
 
 1. **quiet**: ``--clients`` probes, each sending iris infer requests one after another, each on
    a new connection (as a new visitor's would be), each failed after ``--timeout`` seconds;
@@ -37,12 +38,12 @@ from _process import Child, wait_ready
 from _workloads import WORKLOADS
 
 IRIS = next(w for w in WORKLOADS if w.key == "iris")
-# The server, with its soft limit of open files set first (argv[1]; 0: left alone).
+# The server, with its soft and hard limits of open files set first (argv[1:3]; 0: as it is).
 _SERVE = (
     "import resource, sys\n"
-    "soft = int(sys.argv.pop(1))\n"
-    "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
-    "if soft: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n"
+    "soft, hard = (int(sys.argv.pop(1)) for _ in range(2))\n"
+    "now = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (soft or now[0], hard or now[1]))\n"
     "from aimass.cli.app import main\n"
     "main()\n"
 )
@@ -252,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server-nofile", type=int, default=1024, help="the server's ulimit -n (0: this shell's)"
     )
+    parser.add_argument(
+        "--server-nofile-hard",
+        type=int,
+        default=0,
+        help="the server's ulimit -Hn (0: this shell's)",
+    )
     args = parser.parse_args(argv)
     own = _raise_own_nofile(args.connections + args.clients + 256)
     if own < args.connections + args.clients + 64:
@@ -261,21 +268,22 @@ def main(argv: list[str] | None = None) -> int:
         home = work / "home"
         _register(home)
         env = {**os.environ, "AIMASS_HOME": str(home)}
-        nofile = str(args.server_nofile)
-        argv_ = [sys.executable, "-c", _SERVE, nofile, "serve", "--port", "0", "--model", "iris"]
+        nofile = [str(args.server_nofile), str(args.server_nofile_hard)]
+        argv_ = [sys.executable, "-c", _SERVE, *nofile, "serve", "--port", "0", "--model", "iris"]
         server = Child(argv_, env, work / "server.log")
         try:
             url = server.wait_line("aimass serving on ").split()[-1]
             wait_ready(server, f"{url}/v2/health/ready")
-            limit = Path(f"/proc/{server.pid}/limits").read_text()
-            server_nofile = next(
-                line.split()[3] for line in limit.splitlines() if "open files" in line
+            limits = Path(f"/proc/{server.pid}/limits").read_text()
+            soft, hard = next(
+                line.split()[3:5] for line in limits.splitlines() if "open files" in line
             )
             import aimass
 
             load = os.getloadavg()
             print(
-                f"aimass from {Path(aimass.__file__).parent}; server ulimit -n {server_nofile}; "
+                f"aimass from {Path(aimass.__file__).parent}; server started with ulimit -n "
+                f"{args.server_nofile or 'as this shell'}, serving with {soft} (hard {hard}); "
                 f"{args.connections} attacking connections, a header byte every "
                 f"{args.interval:g} s; {args.clients} probes, {args.duration:g} s per phase, "
                 f"{args.timeout:g} s probe timeout; load average {load[0]:.2f} on "
