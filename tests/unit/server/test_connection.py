@@ -1,6 +1,6 @@
-"""The connection protocol's request cap: every Nth request on a connection is its last.
+"""The connection protocol: a cap on requests per connection, room made past the connection cap.
 
-The protocol is driven through a transport that records what it is given,
+The protocol is driven through transports that record what they are given,
 so no socket is opened.
 """
 
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import resource
 from typing import Any
 
 import uvicorn
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from aimass.server.connection import connection_options
+from aimass.server.connection import SPARE_FILES, connection_options, files_fit
 from aimass.settings import ServerSettings
 
 _GET = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -51,32 +53,55 @@ class _Transport:
         pass
 
 
+class _Server:
+    """One server's protocol class and state, opening connections to it."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        options = connection_options(settings)
+        self.protocol = options["http"]
+        self.config = uvicorn.Config(_ok, log_level="warning", lifespan="off", **options)
+        self.state = ServerState()
+        self.open: list[HttpToolsProtocol] = []
+
+    def connect(self) -> tuple[HttpToolsProtocol, _Transport]:
+        protocol = self.protocol(config=self.config, server_state=self.state, app_state={})
+        transport = _Transport()
+        protocol.connection_made(transport)
+        self.open.append(protocol)
+        return protocol, transport
+
+    async def get(self, protocol: HttpToolsProtocol, transport: _Transport) -> bytes:
+        """One GET on the connection; the response's head, lowercased."""
+        transport.written.clear()
+        protocol.data_received(_GET)
+        await asyncio.gather(*self.state.tasks)
+        head = bytes(transport.written).split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 200 "), head
+        return head
+
+    def close(self) -> None:
+        for protocol in self.open:
+            protocol.connection_lost(None)
+
+
 async def _connection(settings: ServerSettings, requests: int) -> tuple[list[bool], bool]:
-    """Send ``requests`` GETs one after another on one connection.
+    """Send ``requests`` GETs one after another on one connection (fewer if it closes).
 
     Returns whether each response said ``Connection: close``, and whether the
     connection was closed at the end.
     """
-    options = connection_options(settings)
-    config = uvicorn.Config(_ok, log_level="warning", lifespan="off", **options)
-    state = ServerState()
-    protocol = options["http"](config=config, server_state=state, app_state={})
-    transport = _Transport()
-    protocol.connection_made(transport)
+    server = _Server(settings)
+    protocol, transport = server.connect()
     closes = []
     try:
         for _ in range(requests):
             if transport.closed:
                 break
-            transport.written.clear()
-            protocol.data_received(_GET)
-            await asyncio.gather(*state.tasks)
-            head = bytes(transport.written).split(b"\r\n\r\n", 1)[0].lower()
-            assert head.startswith(b"http/1.1 200 "), head
+            head = await server.get(protocol, transport)
             closes.append(re.search(rb"\r\nconnection: close(\r\n|$)", head) is not None)
         return closes, transport.closed
     finally:
-        protocol.connection_lost(None)
+        server.close()
 
 
 def test_with_workers_a_connection_closes_after_keepalive_requests() -> None:
@@ -96,3 +121,42 @@ def test_a_limit_of_one_closes_every_connection_after_its_response() -> None:
 def test_a_single_worker_keeps_connections_open() -> None:
     settings = ServerSettings(workers=1, keepalive_requests=1)
     assert asyncio.run(_connection(settings, 4)) == ([False] * 4, False)
+
+
+async def _make_room() -> None:
+    server = _Server(ServerSettings(max_connections=2))
+    try:
+        first, first_transport = server.connect()
+        _, second_transport = server.connect()
+        # The first waits for a request again only from its answer on: later than the second.
+        await server.get(first, first_transport)
+        server.connect()
+        assert second_transport.closed
+        assert second_transport.written.startswith(b"HTTP/1.1 503 ")
+        assert b"the server is at its limit of 2 connections" in second_transport.written
+        assert not first_transport.closed
+        first_transport.written.clear()
+        server.connect()
+        # Idle between requests, it was owed nothing, and is told nothing.
+        assert first_transport.closed
+        assert first_transport.written == b""
+        assert len(server.state.connections) == 2
+    finally:
+        server.close()
+
+
+def test_past_the_cap_the_connection_waiting_longest_for_a_request_makes_room() -> None:
+    asyncio.run(_make_room())
+
+
+def test_the_files_a_connection_cap_needs_are_asked_for_up_to_the_hard_limit() -> None:
+    unlimited = resource.RLIM_INFINITY
+    spare = SPARE_FILES
+    assert files_fit(1024, 1024, 524_288) == (1024 + spare, 1024)
+    assert files_fit(1024, 1024, unlimited) == (1024 + spare, 1024)
+    assert files_fit(1024, 20_000, 20_000) == (None, 1024)
+    assert files_fit(1024, unlimited, unlimited) == (None, 1024)
+    # Capped by the hard limit: as many connections as fit beside the spare files.
+    assert files_fit(1024, 1024, 1024) == (None, 1024 - spare)
+    assert files_fit(1024, 512, 1024) == (1024, 1024 - spare)
+    assert files_fit(16, 64, 64) == (None, 1)
