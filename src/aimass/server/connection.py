@@ -21,7 +21,7 @@ small subclass:
   every connection has a request under way does the new one's request get
   uvicorn's own ``limit_concurrency`` 503. Refusing newcomers instead would
   let slow heads hold every slot for ``header_timeout_s`` at a time, again
-  and again (slowloris): ``bench/slowloris.py`` measured 8% of probes
+  and again (slowloris): ``bench/slowloris.py`` measured 5-8% of probes
   answered under 1,100 such connections that way;
 - the process's soft limit of open files is raised to fit ``max_connections``
   (up to the hard limit, else the cap is lowered to what fits): at the limit

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 import resource
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -160,3 +162,37 @@ def test_the_files_a_connection_cap_needs_are_asked_for_up_to_the_hard_limit() -
     assert files_fit(1024, 1024, 1024) == (None, 1024 - spare)
     assert files_fit(1024, 512, 1024) == (1024, 1024 - spare)
     assert files_fit(16, 64, 64) == (None, 1)
+
+
+@pytest.fixture
+def low_soft_limit() -> Iterator[tuple[int, int]]:
+    """This process's soft limit of open files at 256 (restored after); the limits then."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, before[1]))
+    try:
+        yield resource.getrlimit(resource.RLIMIT_NOFILE)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def test_the_options_raise_the_soft_limit_to_fit_the_connections(
+    low_soft_limit: tuple[int, int],
+) -> None:
+    hard = low_soft_limit[1]
+    if hard != resource.RLIM_INFINITY and hard < 200 + SPARE_FILES:
+        pytest.skip(f"the hard limit of open files ({hard}) is below what the test asks")
+    options = connection_options(ServerSettings(max_connections=200))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 200 + SPARE_FILES
+    assert options["limit_concurrency"] == 201
+
+
+def test_the_options_lower_a_cap_the_hard_limit_cannot_hold(
+    low_soft_limit: tuple[int, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    hard = low_soft_limit[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit of open files to lower the cap to")
+    options = connection_options(ServerSettings(max_connections=hard))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+    assert options["limit_concurrency"] == hard - SPARE_FILES + 1
+    assert f"only {hard - SPARE_FILES} connections fit" in caplog.text
