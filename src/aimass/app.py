@@ -270,5 +270,5 @@ def create_app(
             max_age=600,
         )
     if worker_header:
-        app = WorkerHeader(app, keepalive_requests=settings.server.keepalive_requests)
+        app = WorkerHeader(app)
     return app

@@ -125,7 +125,10 @@ class ServerSettings(_Section):
     max_connections: int = Field(
         default=1024,
         ge=1,
-        description="Open connections per worker process; a request past them is 503",
+        description="Open connections per worker process; past them a new connection takes the "
+        "place of the one that has waited longest for a request (503 if it owed one), and a "
+        "request is 503 only while every connection has one under way. The soft limit of open "
+        "files is raised to fit them (up to the hard limit; fewer connections if it is lower)",
     )
     gzip_min_bytes: int = Field(
         default=4096,

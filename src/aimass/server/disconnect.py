@@ -8,18 +8,27 @@ would cost a task each; instead :class:`DisconnectWatch` notes each request
 (a dict insert and delete) and, once per ``after`` seconds, gives the ones
 still waiting a watcher task that awaits ``receive()`` and cancels the request
 when it says the client left. Quick requests never get a watcher.
+
+Every route that queues a request for a model awaits the engine through
+:meth:`DisconnectWatch.watch`; the ClientDisconnect it raises for a client
+that left is what the routes already answer (to nobody) when a client leaves
+mid-body.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from aimass.http.deadline import current_request
 
 __all__ = ["DisconnectWatch"]
+
+_T = TypeVar("_T")
 
 
 class DisconnectWatch:
@@ -35,8 +44,23 @@ class DisconnectWatch:
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self, receive: Receive) -> asyncio.Task[Any]:
-        """Watch the current request (its body already read); pair with :meth:`finish`."""
+    async def watch(self, receive: Receive, call: Awaitable[_T]) -> _T:
+        """Await ``call`` for the current request, whose body is read; ClientDisconnect if it left.
+
+        The client left: its request was cancelled where it waited (in a
+        queue, say), so ``call`` ends early and nothing of it is left behind.
+        """
+        task = self._start(receive)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if self._finish(task):
+                raise ClientDisconnect from None
+            raise  # a deadline, or the server stopping
+        finally:
+            self._finish(task)
+
+    def _start(self, receive: Receive) -> asyncio.Task[Any]:
         loop, task, new = current_request(self._loop)
         if new:
             self._loop = loop
@@ -46,7 +70,7 @@ class DisconnectWatch:
             self._sweeper = loop.call_later(self.after, self._sweep, loop)
         return task
 
-    def finish(self, task: asyncio.Task[Any]) -> bool:
+    def _finish(self, task: asyncio.Task[Any]) -> bool:
         """Stop watching ``task``; True if its client left and so it was cancelled (now undone)."""
         if self._fresh.pop(task, None) is None:
             self._waiting.pop(task, None)

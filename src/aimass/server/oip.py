@@ -10,7 +10,6 @@ engine and writes bytes, with no schema validation or logging in between.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -411,15 +410,7 @@ class InferEndpoint:
                 request.caller = caller
             if request.parameters:
                 request.timeout = _timeout(request.parameters)
-            watched = self._disconnects.start(receive)
-            try:
-                result = await self.engine.infer(request)
-            except asyncio.CancelledError:
-                if self._disconnects.finish(watched):
-                    return  # the client left: the request has left its queue
-                raise
-            finally:
-                self._disconnects.finish(watched)
+            result = await self._disconnects.watch(receive, self.engine.infer(request))
             encoded = encode_infer_response(
                 request, result.model_name, result.model_version, result.outputs
             )

@@ -31,6 +31,7 @@ from aimass.http.errors import Protocol, request_id
 from aimass.http.routes import Answer, Body, Param, Params, Route, json_content
 from aimass.registry.records import ModelInfo
 from aimass.roles import Role
+from aimass.server.disconnect import DisconnectWatch
 from aimass.serving.engine import Engine
 from aimass.settings import ServerSettings
 
@@ -147,6 +148,7 @@ class OpenAIRoutes:
         self.engine = engine
         self.settings = settings
         self.limits = limits
+        self._disconnects = DisconnectWatch()
 
     def routes(self) -> list[Route]:
         """The OpenAI-compatible endpoints, declared."""
@@ -228,17 +230,16 @@ class OpenAIRoutes:
         self.engine.require(info, Capability.EMBED, model)
         text_input, output = embedding_tensors(info.manifest.signature)
         dimensions = body.get("dimensions")
-        result = await self.engine.infer(
-            InferRequest(
-                model,
-                {text_input: np.array(texts, dtype=object)},
-                outputs=(RequestedOutput(output),),
-                request_id=request_id(request.scope["headers"]),
-                caller=caller_of(request.scope),
-                capability=Capability.EMBED,
-                headers=request.scope["headers"],
-            )
+        infer = InferRequest(
+            model,
+            {text_input: np.array(texts, dtype=object)},
+            outputs=(RequestedOutput(output),),
+            request_id=request_id(request.scope["headers"]),
+            caller=caller_of(request.scope),
+            capability=Capability.EMBED,
+            headers=request.scope["headers"],
         )
+        result = await self._disconnects.watch(request.receive, self.engine.infer(infer))
         vectors = np.asarray(result.outputs[output], dtype="<f4")
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise AimassError(

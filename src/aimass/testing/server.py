@@ -82,12 +82,18 @@ def serve_in_process(
     *,
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 300.0,
+    stop_timeout: float = 10.0,
 ) -> Iterator[ServeProcess]:
     """Start ``aimass serve --port 0 ARGS``, wait for its address line, yield it, stop it.
 
     The line comes once the server accepts connections with its start-up
     models loaded. Raises ``RuntimeError`` with the process's stderr if it
     exits before that or does not print it within ``startup_timeout`` seconds.
+
+    A process still running at the end is stopped as :meth:`ServeProcess.stop`
+    does, and killed only if it has not exited within ``stop_timeout``
+    seconds: a killed process never runs its exit handlers, so a coverage
+    run would lose everything it measured there.
     """
     process = subprocess.Popen(
         [
@@ -122,5 +128,9 @@ def serve_in_process(
         yield ServeProcess(line.split()[-1], process)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.communicate()
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.communicate(timeout=stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()

@@ -164,20 +164,48 @@ def test_a_body_that_stalls_is_closed_with_408_within_the_timeout(served: ServeP
     assert _json_body(answer) == {"error": "request body stalled for more than 1s"}
 
 
-def test_a_request_past_the_connection_cap_is_503(served: ServeProcess) -> None:
-    idle = [_connect(served) for _ in range(MAX_CONNECTIONS - 1)]
+_LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def test_past_the_connection_cap_the_connection_waiting_longest_makes_room(
+    served: ServeProcess,
+) -> None:
+    slow = [_connect(served) for _ in range(MAX_CONNECTIONS)]
     try:
-        # The cap counts this one too: 16 connections are served...
+        for sock in slow:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        # The cap is full of heads trickling in: a newcomer takes the oldest one's place.
         with _connect(served) as sock:
-            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.sendall(_LIVE)
             assert _answer(sock).startswith(b"HTTP/1.1 200 ")
-        idle.append(_connect(served))
-        # ...the 17th is not.
+        closed_after, answer = _closed_after(slow[0])
+        assert closed_after < TIMEOUT_S / 2, "the oldest slow head was not closed at once"
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+        assert _json_body(answer) == {
+            "error": f"the server is at its limit of {MAX_CONNECTIONS} connections"
+        }
+        assert not select.select(slow[1:], [], [], 0)[0], "a newer connection was closed"
+    finally:
+        for sock in slow:
+            sock.close()
+    assert _serves(served)
+
+
+def test_past_the_connection_cap_with_every_connection_busy_a_request_is_503(
+    served: ServeProcess,
+) -> None:
+    busy = [_connect(served) for _ in range(MAX_CONNECTIONS)]
+    try:
+        for sock in busy:  # a request under way on each: its body is still to come
+            sock.sendall(
+                b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
         with _connect(served) as sock:
-            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.sendall(_LIVE)
             assert _answer(sock).startswith(b"HTTP/1.1 503 ")
     finally:
-        for sock in idle:
+        for sock in busy:
             sock.close()
     assert _serves(served)
 

@@ -2,7 +2,8 @@
 
 The slow model is a :class:`~aimass.PythonModel` whose predict sleeps for
 :attr:`Sleeper.seconds` (zero while registering); its requests carry an OIP
-timeout far shorter than that, so every call of it overruns.
+timeout far shorter than that, so every call of it overruns. The slow
+embedder sleeps as long, so that its queue fills through either protocol.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ class Sleeper(PythonModel):
         return {"y": inputs["x"]}
 
 
+class SlowEmbedder(PythonModel):
+    """Embeds each text as ``[1, 1]`` after :attr:`Sleeper.seconds` of sleep."""
+
+    code_paths = (__file__,)
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        time.sleep(Sleeper.seconds)
+        return {"embedding": np.ones((len(inputs["text"]), 2))}
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     registry = Registry.from_settings(Settings(home=tmp_path))
@@ -55,6 +66,8 @@ def home(tmp_path: Path) -> Path:
         clf, x = iris_classifier()
         registry.register(clf, "iris", sample_input=x[:2])
         registry.register(Sleeper(), "sleeper", sample_input={"x": np.ones((1, 1))})
+        text = {"text": np.array(["a"], dtype=object)}
+        registry.register(SlowEmbedder(), "embedder", sample_input=text, task="embedding")
     finally:
         registry.close()
     return tmp_path
@@ -124,14 +137,21 @@ def test_the_server_is_ready_once_its_startup_models_serve(home: Path) -> None:
         assert client.get("/v2/health/ready").json() == {"ready": True}
 
 
-def _send_infer(url: str) -> socket.socket:
-    """A connection that has sent one infer request to the sleeper, its answer not read."""
-    body = json.dumps({"inputs": SHORT["inputs"]}).encode()  # the default (long) deadline
+TEXT = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}
+LEAVING = {  # a request to the embedder, by protocol, with the default (long) deadline
+    "oip": ("/v2/models/embedder/infer", TEXT),
+    "openai": ("/v1/embeddings", {"model": "embedder", "input": "a"}),
+}
+
+
+def _send(url: str, path: str, document: object) -> socket.socket:
+    """A connection that has sent one POST of ``document``, its answer not read."""
+    body = json.dumps(document).encode()
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
     sock.sendall(
-        b"POST /v2/models/sleeper/infer HTTP/1.1\r\nhost: x\r\n"
-        b"content-type: application/json\r\ncontent-length: "
+        f"POST {path} HTTP/1.1\r\nhost: x\r\n".encode()
+        + b"content-type: application/json\r\ncontent-length: "
         + str(len(body)).encode()
         + b"\r\n\r\n"
         + body
@@ -140,25 +160,29 @@ def _send_infer(url: str) -> socket.socket:
 
 
 def _short(client: httpx.Client) -> int:
-    return client.post("/v2/models/sleeper/infer", json=SHORT).status_code
+    """The status of an embedder request that waits at most 0.2 s."""
+    short = {**TEXT, "parameters": SHORT["parameters"]}
+    return client.post("/v2/models/embedder/infer", json=short).status_code
 
 
-def test_a_request_whose_client_left_frees_its_slot(home: Path) -> None:
+@pytest.mark.parametrize("protocol", sorted(LEAVING))
+def test_a_request_whose_client_left_frees_its_slot(home: Path, protocol: str) -> None:
+    path, document = LEAVING[protocol]
     Sleeper.seconds = 3 * SLEEP
     try:
         serving = {"queue_size": 1, "admission_wait_ms": 0, "max_batch_size": 1}
-        for client in _serve(home, "sleeper", **serving):
+        for client in _serve(home, "embedder", **serving):
             url = str(client.base_url).rstrip("/")
             deadline = time.monotonic() + SLEEP
-            held = [_send_infer(url)]
+            held = [_send(url, path, document)]
             # Queued behind it and timed out: the first runs (and sleeps) now.
             while _short(client) != 504:
                 assert time.monotonic() < deadline, "the first request never ran"
             # Refused: the second holds the only slot (one sent again if a probe came first).
-            held.append(_send_infer(url))
+            held.append(_send(url, path, document))
             while (status := _short(client)) != 503:
                 assert status == 504 and time.monotonic() < deadline, status
-                held.append(_send_infer(url))
+                held.append(_send(url, path, document))
             for sock in held:
                 sock.close()  # every client leaves
             deadline = time.monotonic() + SLEEP

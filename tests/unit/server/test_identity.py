@@ -1,4 +1,4 @@
-"""The worker layer: every response names its worker; every Nth on a connection closes it."""
+"""The worker layer: every response names its worker."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _headers(layer: WorkerHeader, client: tuple[str, int]) -> dict[bytes, bytes]:
+def _headers(layer: WorkerHeader) -> dict[bytes, bytes]:
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -23,21 +23,12 @@ def _headers(layer: WorkerHeader, client: tuple[str, int]) -> dict[bytes, bytes]
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope: Scope = {"type": "http", "method": "GET", "path": "/", "client": client}
+    scope: Scope = {"type": "http", "method": "GET", "path": "/"}
     asyncio.run(layer(scope, receive, send))
     return dict(sent[0]["headers"])
 
 
-def test_every_nth_response_on_a_connection_asks_the_client_to_reconnect() -> None:
-    layer = WorkerHeader(_ok, worker=42, keepalive_requests=3)
-    one, other = ("127.0.0.1", 5000), ("127.0.0.1", 5001)
-    closes = [_headers(layer, one).get(b"connection") for _ in range(7)]
-    assert closes == [None, None, b"close", None, None, b"close", None]
-    # Connections are counted apart.
-    assert _headers(layer, other).get(b"connection") is None
-    assert _headers(layer, other)[WORKER_HEADER.encode()] == b"42"
-
-
-def test_a_connection_limit_of_one_closes_every_connection_after_its_response() -> None:
-    layer = WorkerHeader(_ok, worker=7, keepalive_requests=1)
-    assert _headers(layer, ("::1", 1))[b"connection"] == b"close"
+def test_every_response_names_its_worker() -> None:
+    layer = WorkerHeader(_ok, worker=42)
+    assert [_headers(layer)[WORKER_HEADER.encode()] for _ in range(3)] == [b"42"] * 3
+    assert b"connection" not in _headers(layer)
