@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 
-import anyio.from_thread
-
 from aimass.deployments.service import Verify
 from aimass.deployments.warmup import warmup_request
 from aimass.registry.records import VersionInfo
@@ -64,6 +62,7 @@ def in_engine(engine: Engine) -> Verify:
     (``run_in_threadpool``); the check runs on the server's event loop, where
     the engine lives.
     """
+    import anyio.from_thread  # the server extra's, as the thread pool calling this is
 
     def verify(info: VersionInfo) -> None:
         anyio.from_thread.run(warm, engine, info)
