@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 import pytest
+
+from aimass.deployments.spec import WHOLE, DeploymentSpec, Target
+from aimass.deployments.store import DeploymentStore
+from aimass.registry import Registry
 
 
 @pytest.fixture
@@ -129,3 +134,39 @@ def test_openai_client_errors(openai_client: Any) -> None:
         openai_client.embeddings.create(model="iris", input="x")
     with pytest.raises(openai.NotFoundError):
         openai_client.embeddings.create(model="nope", input="x")
+
+
+def test_the_official_clients_call_a_deployment_unchanged(
+    triton: Any,
+    openai_client: Any,
+    server_registry: Registry,
+    iris_x: np.ndarray[Any, Any],
+    minilm_model: Any,
+) -> None:
+    import tritonclient.http as httpclient
+
+    store = DeploymentStore(server_registry.database)
+    for name, ref in [("web-iris", "iris@production"), ("web-minilm", "minilm:1")]:
+        store.create(name, DeploymentSpec(targets=(Target(ref=ref, weight=WHOLE),)), by="test")
+    try:
+        deadline = time.monotonic() + 10
+        while not (triton.is_model_ready("web-iris") and triton.is_model_ready("web-minilm")):
+            assert time.monotonic() < deadline, "the deployments were not served within 10 s"
+            time.sleep(0.05)
+        rows = np.ascontiguousarray(iris_x[48:53])
+        tensor = httpclient.InferInput("input", list(rows.shape), "FP64")
+        tensor.set_data_from_numpy(rows)
+        result = triton.infer("web-iris", [tensor])
+        direct = triton.infer("iris", [tensor], model_version="1")
+        assert result.get_response()["model_version"] == "1"  # what production points at
+        np.testing.assert_array_equal(
+            result.as_numpy("probabilities"), direct.as_numpy("probabilities")
+        )
+        raw = openai_client.embeddings.with_raw_response.create(model="web-minilm", input="a text")
+        assert raw.headers["x-aimass-version"] == "minilm:1"
+        np.testing.assert_allclose(
+            raw.parse().data[0].embedding, minilm_model.encode("a text"), atol=1e-5
+        )
+    finally:
+        for name in ("web-iris", "web-minilm"):
+            store.delete(name, by="test")
