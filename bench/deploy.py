@@ -24,7 +24,7 @@ custom model that answers iris's requests ten times slower than iris:
    called directly.
 
     python bench/deploy.py --quick   # 20 swaps, 3 s runs, fewer counted requests: ~5 minutes
-    python bench/deploy.py           # 100 swaps, 10 s runs: ~15 minutes
+    python bench/deploy.py           # 100 swaps, 10 s runs: ~11 minutes
 
 Never run by the test suite. See ``bench/README.md``.
 """
@@ -288,8 +288,8 @@ class Bench:
         argv = [sys.executable, str(HERE.with_name("instructions.py")), "--requests", str(requests)]
         self.log(f"routing cost: {' '.join(argv[1:])} (callgrind, a few minutes)")
         done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"instructions.py failed:\n{done.stderr[-3000:]}")
+        if done.returncode != 0:  # the load figures are still worth printing
+            return {"skipped": f"instructions.py failed:\n{done.stderr[-2000:]}"}
         found = re.search(r"= ([\d.]+)\s*$", done.stdout, re.M)
         ratio = float(found.group(1)) if found else float("nan")
         return {"output": done.stdout.strip(), "ratio": ratio, "requests": requests}
