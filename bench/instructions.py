@@ -123,16 +123,16 @@ def child(requests: int) -> None:
     asyncio.set_event_loop(loop)
     settings = Settings()
     registry = Registry.from_settings(settings)
-    engine, router = build_server_engine(registry, settings)
+    engine, served = build_server_engine(registry, settings)
     app = create_app(
-        settings, engine=engine, deployments=router, registry=registry, manage_engine=False
+        settings, engine=engine, deployments=served, registry=registry, manage_engine=False
     )
     loop.run_until_complete(engine.start([w.model for w in OIP]))
     # Installed as the controller would, which is not what is counted here.
     registry.set_alias("iris", "bench", 1)
     iris = registry.resolve(ModelRef("iris", 1))
     split = (Target(ref="iris:1", weight=500), Target(ref="iris@bench", weight=500))
-    router.install(
+    served.router.install(
         RouteTable.build(
             "bench", DeploymentSpec(targets=split), {"iris:1": iris, "iris@bench": iris}
         )

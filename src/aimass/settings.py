@@ -330,9 +330,16 @@ class DeploymentSettings(_Section):
         default=5, ge=1, description="The time resolution of stored per-version statistics"
     )
     shadow_concurrency: int = Field(
-        default=4,
+        default=32,
         ge=1,
-        description="Shadow requests in flight per server; a copy beyond it is dropped and counted",
+        description="Shadow copies in flight per server, held ones included; a copy beyond it "
+        "is dropped and counted",
+    )
+    shadow_hold_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long copies to a shadow are held so they reach it as one call (a batch "
+        "costs the server far less than its copies one by one); 0 sends each copy at once",
     )
     shadow_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one shadow request")
 

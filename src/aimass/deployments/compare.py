@@ -27,7 +27,7 @@ shape or kind differs between the two is counted as ``mismatched``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -85,11 +85,30 @@ class Comparison:
 
         ``embedding``: the request asked for embeddings (its float outputs are).
         """
-        self.compared += 1
-        self.live_s += live_s
-        self.shadow_s += shadow_s
-        self.live_latency.add(live_s)
-        self.shadow_latency.add(shadow_s)
+        self.add_many(live, shadow, live_s=(live_s,), shadow_s=shadow_s, embedding=embedding)
+
+    def add_many(
+        self,
+        live: Arrays,
+        shadow: Arrays,
+        *,
+        live_s: Sequence[float],
+        shadow_s: float,
+        embedding: bool = False,
+    ) -> None:
+        """Compare several requests the shadow answered in one call, as :meth:`add` compares one.
+
+        The outputs hold the requests' rows in order, ``live_s`` is each
+        request's live latency and ``shadow_s`` the shadow call's (each
+        request's shadow latency).
+        """
+        requests = len(live_s)
+        self.compared += requests
+        self.live_s += sum(live_s)
+        self.shadow_s += shadow_s * requests
+        for seconds in live_s:
+            self.live_latency.add(seconds)
+            self.shadow_latency.add(shadow_s)
         for name, ours in live.items():
             kind = _kind(name, ours, embedding)
             output = self.outputs.get(name)
@@ -102,7 +121,7 @@ class Comparison:
                 or _kind(name, theirs, embedding) != kind
                 or output.kind != kind
             ):
-                output.mismatched += 1
+                output.mismatched += requests
             elif kind == "labels":
                 output.add_labels(ours, theirs)
             elif kind == "embeddings":

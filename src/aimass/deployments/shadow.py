@@ -7,9 +7,14 @@ the outputs it asked for) to the shadow's version in a task of its own, and
 returns at once: the caller's answer never waits for a shadow, and a
 shadow's answer is never returned to anyone. Each copy has its own deadline
 (``shadow_timeout_s``), and the copies in flight are bounded
-(``shadow_concurrency`` per server): beyond the bound a copy is dropped and
-counted, never queued, so a slow shadow costs the live path nothing but the
-count. The shadow's answer is compared with the live one
+(``shadow_concurrency`` per server, held copies included): beyond the bound a
+copy is dropped and counted, never queued, so a slow shadow costs the live
+path nothing but the count. Copies to the same shadow are held for up to
+``shadow_hold_ms`` and sent as one request, their rows stacked: one shadow
+call and one comparison for the lot, run in one go between live requests,
+rather than one per live request, each right after it (a shadow as fast as
+the live version would otherwise cost each live request about its own work
+again). The shadow's answer is compared with the live one
 (:class:`~aimass.deployments.compare.Comparison`) and, with its latency and
 errors, counted by the :class:`~aimass.deployments.stats.StatsRecorder`
 under the role ``shadow``.
@@ -27,10 +32,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
 
 from aimass.contract.request import InferRequest, InferResult
-from aimass.contract.runtime import Capability
+from aimass.contract.runtime import Arrays, Capability
 from aimass.deployments.stats import StatsRecorder, called_deployment, is_server_error
 from aimass.errors import AimassError
 from aimass.serving.observer import Observer
@@ -63,6 +71,46 @@ class Table(Protocol):
         """Each shadow's version and the fraction of requests it gets a copy of."""
 
 
+@dataclass(slots=True)
+class _Copy:
+    """One live request and its answer, for a shadow."""
+
+    request: InferRequest
+    answer: InferResult
+    live_s: float
+
+
+@dataclass(slots=True)
+class _Held:
+    """Copies to one shadow waiting to go as one call, and the timer that sends them."""
+
+    deployment: str
+    model: str
+    version: int
+    copies: list[_Copy]
+    timer: asyncio.TimerHandle | None = None
+
+
+_Key = tuple[Any, ...]
+
+
+def _batch_key(deployment: str, model: str, version: int, request: InferRequest) -> _Key | None:
+    """What copies must share to stack into one request; None: it goes alone."""
+    if request.parameters or request.missing:
+        return None  # parameters apply to a whole request: never mix two requests' parameters
+    shapes = []
+    for name, array in request.inputs.items():
+        if array.ndim == 0:
+            return None
+        shapes.append((name, array.dtype.str, array.shape[1:]))
+    return (deployment, model, version, request.capability, request.outputs, tuple(shapes))
+
+
+def _stacked(parts: Sequence[Arrays]) -> Arrays:
+    """The arrays of several requests, rows in order (ValueError/KeyError if they do not fit)."""
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
 class ShadowTap(Observer):
     """Sends sampled copies of deployments' requests to their shadows (module docstring).
 
@@ -81,16 +129,19 @@ class ShadowTap(Observer):
         self._recorder = recorder
         self._limit = settings.shadow_concurrency
         self._timeout = settings.shadow_timeout_s
+        self._hold = settings.shadow_hold_ms / 1000
         self._chance = chance
         self._tables: Callable[[str], Table | None] = lambda name: None
         self._infer: Infer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held: dict[_Key, _Held] = {}
+        self._copies = 0
 
     @property
     def in_flight(self) -> int:
-        """Copies sent and not yet answered."""
-        return len(self._tasks)
+        """Copies held or sent and not yet answered."""
+        return self._copies
 
     def bind(self, infer: Infer, tables: Callable[[str], Table | None]) -> None:
         """Answer copies with ``infer`` of the deployments ``tables`` has, on the running loop."""
@@ -99,15 +150,20 @@ class ShadowTap(Observer):
         self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
-        """Send no more copies and cancel those in flight."""
+        """Send no more copies, forget those held and cancel those in flight."""
         self._infer = None
+        for held in self._held.values():
+            if held.timer is not None:
+                held.timer.cancel()
+            self._copies -= len(held.copies)
+        self._held.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def responded(self, request: InferRequest, result: InferResult) -> None:
-        """Send the copies of an answered request to a deployment."""
+        """Hold (or send) the copies of an answered request to a deployment."""
         deployment = called_deployment(request)
         if deployment is None or self._infer is None:
             return
@@ -120,63 +176,107 @@ class ShadowTap(Observer):
         for version, sample in table.shadows:
             if sample < 1.0 and self._chance() >= sample:
                 continue
-            if len(self._tasks) >= self._limit:
-                ref = f"{version.model}:{version.version}"
-                self._recorder.comparison(deployment, ref).drop()
+            model, number = version.model, version.version
+            if self._copies >= self._limit:
+                self._recorder.comparison(deployment, f"{model}:{number}").drop()
                 continue
-            task = loop.create_task(
-                self._shadow(deployment, request, result, version.model, version.version, live_s)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._copies += 1
+            copy = _Copy(request, result, live_s)
+            key = _batch_key(deployment, model, number, request) if self._hold > 0 else None
+            if key is None:
+                self._send(_Held(deployment, model, number, [copy]))
+                continue
+            held = self._held.get(key)
+            if held is None:
+                held = self._held[key] = _Held(deployment, model, number, [copy])
+                held.timer = loop.call_later(self._hold, self._flush, key)
+            else:
+                held.copies.append(copy)
+        if self._copies >= self._limit:
+            # No copy can join those held any more: waiting would only delay them.
+            for key in list(self._held):
+                self._flush(key)
 
-    async def _shadow(
-        self,
-        deployment: str,
-        live: InferRequest,
-        answer: InferResult,
-        model: str,
-        version: int,
-        live_s: float,
-    ) -> None:
+    def _flush(self, key: _Key) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            if held.timer is not None:
+                held.timer.cancel()
+            self._send(held)
+
+    def _send(self, held: _Held) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._shadow(held))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _shadow(self, held: _Held) -> None:
+        try:
+            await self._call(held)
+        finally:
+            self._copies -= len(held.copies)
+
+    async def _call(self, held: _Held) -> None:
         infer, loop = self._infer, self._loop
         assert infer is not None and loop is not None
-        ref = f"{model}:{version}"
+        deployment, copies = held.deployment, held.copies
+        ref = f"{held.model}:{held.version}"
+        first = copies[0].request
+        inputs = first.inputs if len(copies) == 1 else _stacked([c.request.inputs for c in copies])
         request = InferRequest(
-            model=model,
-            inputs=live.inputs,
-            version=version,
-            outputs=live.outputs,
-            parameters=live.parameters,
-            id=live.id,
-            request_id=live.request_id,
+            model=held.model,
+            inputs=inputs,
+            version=held.version,
+            outputs=first.outputs,
+            parameters=first.parameters,
+            id=first.id,
+            request_id=first.request_id,
             timeout=self._timeout,
-            caller=live.caller,
-            capability=live.capability,
-            binary_output=live.binary_output,
-            missing=live.missing,
+            caller=first.caller,
+            capability=first.capability,
+            binary_output=first.binary_output,
+            missing=first.missing,
         )
         started = loop.time()
         try:
             shadow = await infer(request)
         except AimassError as exc:
-            self._recorder.record(
-                deployment, ref, "shadow", loop.time() - started, error=is_server_error(exc)
-            )
+            error = is_server_error(exc)
+            for _ in copies:
+                self._recorder.record(deployment, ref, "shadow", loop.time() - started, error=error)
             return
         except Exception:
             _log.exception("shadow %s of %s failed", ref, deployment)
-            self._recorder.record(deployment, ref, "shadow", loop.time() - started, error=True)
+            for _ in copies:
+                self._recorder.record(deployment, ref, "shadow", loop.time() - started, error=True)
             return
         shadow_s = loop.time() - started
-        self._recorder.record(deployment, ref, "shadow", shadow_s)
+        for _ in copies:
+            self._recorder.record(deployment, ref, "shadow", shadow_s)
         try:
-            self._recorder.comparison(deployment, ref).add(
-                answer.outputs,
-                shadow.outputs,
-                live_s=live_s,
-                shadow_s=shadow_s,
-                embedding=live.capability is Capability.EMBED,
-            )
+            self._compare(held, shadow.outputs, shadow_s)
         except Exception:  # a comparison bug must not take the server's loop down with it
             _log.exception("could not compare shadow %s of %s", ref, deployment)
+
+    def _compare(self, held: _Held, shadow: Arrays, shadow_s: float) -> None:
+        copies = held.copies
+        comparison = self._recorder.comparison(held.deployment, f"{held.model}:{held.version}")
+        embedding = copies[0].request.capability is Capability.EMBED
+        try:
+            live = (
+                copies[0].answer.outputs
+                if len(copies) == 1
+                else _stacked([c.answer.outputs for c in copies])
+            )
+        except (KeyError, ValueError):  # the live answers' outputs do not stack: one by one
+            start = 0
+            for c in copies:
+                rows = len(next(iter(c.request.inputs.values())))
+                part = {name: array[start : start + rows] for name, array in shadow.items()}
+                start += rows
+                comparison.add(
+                    c.answer.outputs, part, live_s=c.live_s, shadow_s=shadow_s, embedding=embedding
+                )
+            return
+        live_s = [c.live_s for c in copies]
+        comparison.add_many(live, shadow, live_s=live_s, shadow_s=shadow_s, embedding=embedding)

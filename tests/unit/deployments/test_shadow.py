@@ -36,7 +36,10 @@ class Shadow:
         await self.release.wait()
         if self.error is not None:
             raise self.error
-        return InferResult(request.model, request.version or 0, {"label": np.array([self.label])})
+        rows = len(request.inputs["x"])
+        return InferResult(
+            request.model, request.version or 0, {"label": np.full(rows, self.label)}
+        )
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,12 @@ def stats() -> Iterator[StatsRecorder]:
 
 
 def tap_of(
-    stats: StatsRecorder, shadow: Shadow, *, sample: float = 1.0, limit: int = 4
+    stats: StatsRecorder,
+    shadow: Shadow,
+    *,
+    sample: float = 1.0,
+    limit: int = 4,
+    hold_ms: float = 5.0,
 ) -> ShadowTap:
     tables: dict[str, Table] = {
         "web": Shadows(((Version("iris", 2), sample),)),
@@ -64,18 +72,20 @@ def tap_of(
     }
     tap = ShadowTap(
         stats,
-        DeploymentSettings(shadow_concurrency=limit, shadow_timeout_s=2.5),
+        DeploymentSettings(shadow_concurrency=limit, shadow_timeout_s=2.5, shadow_hold_ms=hold_ms),
         chance=lambda: 0.5,
     )
     tap.bind(shadow, tables.get)
     return tap
 
 
-def live(model: str = "web", version: int | None = None) -> tuple[InferRequest, InferResult]:
-    request = InferRequest(model, {"x": np.zeros((1, 4))}, version=version, request_id="r1")
+def live(
+    model: str = "web", version: int | None = None, row: float = 0.0, label: int = 1
+) -> tuple[InferRequest, InferResult]:
+    request = InferRequest(model, {"x": np.full((1, 4), row)}, version=version, request_id="r1")
     request.started = asyncio.get_running_loop().time()
     request.served = ("iris", 1)
-    return request, InferResult("iris", 1, {"label": np.array([1])})
+    return request, InferResult("iris", 1, {"label": np.array([label])})
 
 
 async def settled(tap: ShadowTap) -> None:
@@ -159,3 +169,58 @@ async def test_closing_cancels_the_copies_in_flight_and_sends_no_more(stats: Sta
     assert tap.in_flight == 0
     tap.responded(*live())
     assert tap.in_flight == 0
+
+
+async def test_copies_held_together_reach_the_shadow_as_one_call_and_each_is_counted(
+    stats: StatsRecorder,
+) -> None:
+    shadow = Shadow(label=1)
+    shadow.release.set()
+    tap = tap_of(stats, shadow, limit=8, hold_ms=20.0)
+    for i in range(3):
+        tap.responded(*live(row=float(i), label=i))
+    assert tap.in_flight == 3 and not shadow.asked  # held, not sent yet
+    await settled(tap)
+    (call,) = shadow.asked
+    assert call.inputs["x"][:, 0].tolist() == [0.0, 1.0, 2.0]  # the rows, in order
+    entry = summarize(stats.rows())["iris:2"]
+    assert entry["requests"] == 3 and entry["comparison"]["compared"] == 3
+    # Each live answer is compared with its own row of the shadow's: labels 0, 1, 2 against 1.
+    assert entry["comparison"]["outputs"]["label"]["confusion"] == {
+        "0": {"1": 1},
+        "1": {"1": 1},
+        "2": {"1": 1},
+    }
+
+
+async def test_held_copies_go_at_once_when_the_bound_is_reached(stats: StatsRecorder) -> None:
+    shadow = Shadow()
+    tap = tap_of(stats, shadow, limit=2, hold_ms=60_000.0)
+    tap.responded(*live())
+    assert not shadow.asked
+    tap.responded(*live())
+    await asyncio.sleep(0)  # the call's task starts: no hour-long hold first
+    assert len(shadow.asked) == 1 and len(shadow.asked[0].inputs["x"]) == 2
+    await tap.close()
+
+
+async def test_with_no_hold_each_copy_is_its_own_call(stats: StatsRecorder) -> None:
+    shadow = Shadow()
+    shadow.release.set()
+    tap = tap_of(stats, shadow, hold_ms=0.0)
+    for _ in range(3):
+        tap.responded(*live())
+    await settled(tap)
+    assert [len(call.inputs["x"]) for call in shadow.asked] == [1, 1, 1]
+
+
+async def test_requests_with_parameters_are_never_stacked(stats: StatsRecorder) -> None:
+    shadow = Shadow()
+    shadow.release.set()
+    tap = tap_of(stats, shadow, hold_ms=20.0)
+    for threshold in (0.1, 0.9):
+        request, answer = live()
+        request.parameters = {"threshold": threshold}
+        tap.responded(request, answer)
+    await settled(tap)
+    assert sorted(call.parameters["threshold"] for call in shadow.asked) == [0.1, 0.9]
