@@ -55,7 +55,7 @@ class InferRequest:
     engine accepts only for inputs whose signature says they may be missing.
     ``headers`` are the transport's request headers (lower-case names), which
     a router may read to keep a caller on one version or to pin one.
-    The engine sets ``started`` (its clock when the request arrived) and
+    The engine sets ``started`` (``time.perf_counter()`` when the request arrived) and
     ``served`` (the model and version it routed the request to), which
     observers read even when the request fails.
     """

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -172,7 +173,7 @@ class ShadowTap(Observer):
             return
         loop = self._loop
         assert loop is not None  # bound with infer
-        live_s = loop.time() - request.started
+        live_s = time.perf_counter() - request.started
         for version, sample in table.shadows:
             if sample < 1.0 and self._chance() >= sample:
                 continue
@@ -217,8 +218,8 @@ class ShadowTap(Observer):
             self._copies -= len(held.copies)
 
     async def _call(self, held: _Held) -> None:
-        infer, loop = self._infer, self._loop
-        assert infer is not None and loop is not None
+        infer = self._infer
+        assert infer is not None
         deployment, copies = held.deployment, held.copies
         ref = f"{held.model}:{held.version}"
         first = copies[0].request
@@ -237,20 +238,24 @@ class ShadowTap(Observer):
             binary_output=first.binary_output,
             missing=first.missing,
         )
-        started = loop.time()
+        started = time.perf_counter()
         try:
             shadow = await infer(request)
         except AimassError as exc:
             error = is_server_error(exc)
             for _ in copies:
-                self._recorder.record(deployment, ref, "shadow", loop.time() - started, error=error)
+                self._recorder.record(
+                    deployment, ref, "shadow", time.perf_counter() - started, error=error
+                )
             return
         except Exception:
             _log.exception("shadow %s of %s failed", ref, deployment)
             for _ in copies:
-                self._recorder.record(deployment, ref, "shadow", loop.time() - started, error=True)
+                self._recorder.record(
+                    deployment, ref, "shadow", time.perf_counter() - started, error=True
+                )
             return
-        shadow_s = loop.time() - started
+        shadow_s = time.perf_counter() - started
         for _ in copies:
             self._recorder.record(deployment, ref, "shadow", shadow_s)
         try:

@@ -194,15 +194,13 @@ class StatsObserver(Observer):
     """Feeds a recorder with each answered or failed request to a deployment.
 
     The version counted is the one the engine routed the request to; ``now``
-    is the event loop's clock, which ``request.started`` is on (see :meth:`bind`).
+    is the clock ``request.started`` is on.
     """
 
-    def __init__(self, recorder: StatsRecorder, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, recorder: StatsRecorder, now: Callable[[], float] = time.perf_counter
+    ) -> None:
         self._recorder = recorder
-        self._now = now
-
-    def bind(self, now: Callable[[], float]) -> None:
-        """Measure with ``now``: the clock of the event loop the engine runs on."""
         self._now = now
 
     def responded(self, request: InferRequest, result: InferResult) -> None:

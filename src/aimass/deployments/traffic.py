@@ -10,7 +10,6 @@ and judges the canaries every ``stats_interval_s``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from aimass.contract.reference import ModelRef
@@ -46,8 +45,6 @@ class TrafficWatch:
         registry: Registry,
     ) -> None:
         """Watch the engine whose ``infer`` answers shadow copies, routing by ``tables``."""
-        loop = asyncio.get_running_loop()
-        self._stats.bind(loop.time)
         self.shadows.bind(infer, tables)
 
         def resolve(ref: str) -> str:
