@@ -57,7 +57,9 @@ class InferRequest:
     a router may read to keep a caller on one version or to pin one.
     The engine sets ``started`` (``time.perf_counter()`` when the request arrived) and
     ``served`` (the model and version it routed the request to), which
-    observers read even when the request fails.
+    observers read even when the request fails. A router that sent the
+    request by a deployment's weights names the ``deployment`` (not for a
+    version pinned by hand), which is what its statistics and shadows count.
     """
 
     model: str
@@ -76,6 +78,7 @@ class InferRequest:
     headers: Sequence[tuple[bytes, bytes]] = ()
     started: float = 0.0
     served: tuple[str, int] | None = None
+    deployment: str | None = None
 
     @property
     def output_names(self) -> list[str] | None:

@@ -93,17 +93,16 @@ class RouteTable:
         """The version ``request`` goes to (the heaviest target for no request)."""
         if request is None:
             return self.heaviest
-        headers = request.headers
-        if headers:
-            # dict() of the header pairs runs in C; a Python loop costs more per request.
-            found = dict(headers)
-            pin = found.get(ROUTE_HEADER)
-            if pin is not None:
-                return self._pinned(pin, request)
-            if self.sticky_header is not None:
-                key = found.get(self.sticky_header)
-                if key is not None:
-                    return self.split.pick_for(key)
+        # dict() of the header pairs runs in C; a Python loop costs more per request.
+        found = dict(request.headers)
+        pin = found.get(ROUTE_HEADER)
+        if pin is not None:
+            return self._pinned(pin, request)
+        request.deployment = self.name
+        if self.sticky_header is not None:
+            key = found.get(self.sticky_header)
+            if key is not None:
+                return self.split.pick_for(key)
         if self.sticky_key and request.caller is not None:
             return self.split.pick_for(request.caller.key_id.encode())
         return self.split.pick()

@@ -19,9 +19,9 @@ again). The shadow's answer is compared with the live one
 errors, counted by the :class:`~aimass.deployments.stats.StatsRecorder`
 under the role ``shadow``.
 
-Which deployments have which shadows the tap reads, for a request that
-called a deployment (:func:`~aimass.deployments.stats.called_deployment`),
-from the tables the router routes by
+Which deployments have which shadows the tap reads, for a request the
+router sent by a deployment's weights (``request.deployment``; a version
+pinned by hand is someone debugging, not traffic), from the tables the router routes by
 (:meth:`~aimass.deployments.router.DeploymentRouter.table`), so a shadow
 starts and stops with the same swap that changes the deployment's targets.
 """
@@ -40,7 +40,7 @@ import numpy as np
 
 from aimass.contract.request import InferRequest, InferResult
 from aimass.contract.runtime import Arrays, Capability
-from aimass.deployments.stats import StatsRecorder, called_deployment, is_server_error
+from aimass.deployments.stats import StatsRecorder, is_server_error
 from aimass.errors import AimassError
 from aimass.serving.observer import Observer
 from aimass.settings import DeploymentSettings
@@ -165,7 +165,7 @@ class ShadowTap(Observer):
 
     def responded(self, request: InferRequest, result: InferResult) -> None:
         """Hold (or send) the copies of an answered request to a deployment."""
-        deployment = called_deployment(request)
+        deployment = request.deployment
         if deployment is None or self._infer is None:
             return
         table = self._tables(deployment)

@@ -33,7 +33,6 @@ from aimass.contract.request import InferRequest, InferResult
 from aimass.deployments.compare import Comparison, merge, summary
 from aimass.deployments.histogram import Histogram, add_lists, quantile
 from aimass.deployments.records import StatsRow
-from aimass.deployments.router import ROUTE_HEADER
 from aimass.errors import AimassError
 from aimass.serving.observer import Observer
 
@@ -42,7 +41,6 @@ __all__ = [
     "StatsObserver",
     "StatsRecorder",
     "Totals",
-    "called_deployment",
     "is_server_error",
     "process_name",
     "summarize",
@@ -168,28 +166,6 @@ class StatsRecorder:
         )
 
 
-def called_deployment(request: InferRequest) -> str | None:
-    """The deployment ``request`` called and the engine routed, or None for anything else.
-
-    A deployment's name is a bare name that is no model's, so a request whose
-    bare reference differs from the model that was routed to called a
-    deployment: no lookup is needed on the request path to tell. A request
-    pinned to a version (``x-aimass-route``) is someone debugging, not
-    traffic: it is neither counted (it would sway a canary's guard) nor
-    copied to shadows.
-    """
-    served = request.served
-    model = request.model
-    if served is None or request.version is not None or model == served[0]:
-        return None
-    if ":" in model or "@" in model:
-        return None
-    for header, _ in request.headers:
-        if header == ROUTE_HEADER:
-            return None
-    return model
-
-
 class StatsObserver(Observer):
     """Feeds a recorder with each answered or failed request to a deployment.
 
@@ -205,23 +181,23 @@ class StatsObserver(Observer):
 
     def responded(self, request: InferRequest, result: InferResult) -> None:
         """Count an answer."""
-        deployment = called_deployment(request)
+        deployment = request.deployment
         if deployment is not None:
             ref = f"{result.model_name}:{result.model_version}"
             self._recorder.record(deployment, ref, "target", self._now() - request.started)
 
     def failed(self, request: InferRequest | None, error: AimassError) -> None:
         """Count a failure against the version it was routed to (a client's mistake: no error)."""
-        deployment = None if request is None else called_deployment(request)
-        if request is not None and deployment is not None:
-            model, version = request.served or ("", 0)
-            self._recorder.record(
-                deployment,
-                f"{model}:{version}",
-                "target",
-                self._now() - request.started,
-                error=is_server_error(error),
-            )
+        if request is None or request.deployment is None or request.served is None:
+            return
+        model, version = request.served
+        self._recorder.record(
+            request.deployment,
+            f"{model}:{version}",
+            "target",
+            self._now() - request.started,
+            error=is_server_error(error),
+        )
 
 
 @dataclass(slots=True)

@@ -128,6 +128,17 @@ def test_a_deployer_may_pin_any_version_of_the_deployment_shadows_included(
         assert {_pick(router, request) for _ in range(20)} == {pin.decode()}
 
 
+def test_a_request_sent_by_the_weights_names_its_deployment_and_a_pinned_one_does_not(
+    router: DeploymentRouter,
+) -> None:
+    # What the deployment's statistics and shadows count: traffic, not someone debugging.
+    router.install(_table([("iris:3", 1000)]))
+    routed, pinned = _request(), _request([(b"x-aimass-route", b"iris:3")])
+    router.cached(ModelRef("prod"), routed)
+    router.cached(ModelRef("prod"), pinned)
+    assert (routed.deployment, pinned.deployment) == ("prod", None)
+
+
 def test_an_invoker_may_not_pin(router: DeploymentRouter) -> None:
     router.install(_table([("iris:3", 1000)], shadows=["iris:5"]))
     request = _request([(b"x-aimass-route", b"iris:5")], Caller("k", Role.INVOKER))

@@ -74,9 +74,13 @@ def test_a_shadow_s_cell_carries_its_comparison() -> None:
     assert row.role == "shadow" and row.comparison["dropped"] == 1 and row.requests == 0
 
 
-def request(model: str, served: tuple[str, int] | None = ("iris", 1)) -> InferRequest:
+def request(
+    model: str, served: tuple[str, int] | None = ("iris", 1), *, routed: bool = True
+) -> InferRequest:
+    """A request to ``model``; ``routed``: sent by its weights, as the router marks it."""
     req = InferRequest(model, {"x": np.zeros((1, 4))}, started=10.0)
     req.served = served
+    req.deployment = model if routed else None
     return req
 
 
@@ -84,15 +88,9 @@ def test_the_observer_counts_requests_to_deployments_and_server_side_errors_only
     stats = recorder(Clock(1000.0))
     observer = StatsObserver(stats, now=lambda: 10.25)
     observer.responded(request("web"), InferResult("iris", 1, {}))
-    observer.responded(request("iris"), InferResult("iris", 1, {}))  # not a deployment
-    observer.responded(request("iris:1"), InferResult("iris", 1, {}))
-    observer.responded(request("other@prod"), InferResult("other", 1, {}))
-    versioned = request("web")
-    versioned.version = 1
-    observer.responded(versioned, InferResult("iris", 1, {}))
-    pinned = request("web")
-    pinned.headers = [(b"x-aimass-route", b"iris:1")]
-    observer.responded(pinned, InferResult("iris", 1, {}))  # someone debugging
+    # Not sent by a deployment's weights: a model called directly, a version pinned by hand.
+    observer.responded(request("iris", routed=False), InferResult("iris", 1, {}))
+    observer.responded(request("web", routed=False), InferResult("iris", 1, {}))
     observer.failed(request("web"), AimassError(ErrorCode.INTERNAL, "the model raised"))
     observer.failed(request("web"), AimassError(ErrorCode.TIMEOUT, "too slow"))
     observer.failed(request("web"), AimassError(ErrorCode.INVALID_INPUT, "bad shape"))
