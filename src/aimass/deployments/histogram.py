@@ -45,7 +45,11 @@ class Histogram:
 
     def add(self, value: float) -> None:
         """Count one value."""
-        self.counts[_index(value)] += 1
+        # No helper call: a latency is counted for every request a deployment answers.
+        if not value >= LOW:  # NaN and negatives too
+            self.counts[0] += 1
+        else:
+            self.counts[min(SIZE - 1, int((math.log(value) - _LOG_LOW) * _SCALE) + 1)] += 1
 
     def add_many(self, values: np.ndarray[Any, Any]) -> None:
         """Count every value of an array at once (an output's differences, say)."""
@@ -105,12 +109,6 @@ def add_lists(a: Sequence[int], b: Sequence[int]) -> list[int]:
     for i, n in enumerate(b):
         summed[i] += n
     return summed
-
-
-def _index(value: float) -> int:
-    if not value >= LOW:  # NaN and negatives too
-        return 0
-    return min(SIZE - 1, int((math.log(value) - _LOG_LOW) * _SCALE) + 1)
 
 
 def _middle(index: int) -> float:

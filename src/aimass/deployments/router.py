@@ -132,24 +132,27 @@ class DeploymentRouter:
 
     def __init__(self, inner: Router) -> None:
         self.inner = inner
-        # Keyed by the bare reference the engine parses a deployment's name into.
+        # Keyed by the bare reference the engine parses a deployment's name into,
+        # and by name for the shadow tap, which looks one up per answered request.
         self._tables: dict[ModelRef, RouteTable] = {}
+        self._named: dict[str, RouteTable] = {}
 
     def install(self, table: RouteTable) -> None:
         """Route the deployment ``table.name`` by ``table`` from the next request on."""
-        self._tables[ModelRef(table.name)] = table
+        self._tables[ModelRef(table.name)] = self._named[table.name] = table
 
     def remove(self, name: str) -> None:
         """Stop routing deployment ``name``: its name is a plain reference again."""
         self._tables.pop(ModelRef(name), None)
+        self._named.pop(name, None)
 
     def table(self, name: str) -> RouteTable | None:
         """The table deployment ``name`` routes by now, if it has one."""
-        return self._tables.get(ModelRef(name))
+        return self._named.get(name)
 
     def tables(self) -> dict[str, RouteTable]:
         """Every installed table, by deployment name."""
-        return {ref.name: table for ref, table in self._tables.items()}
+        return dict(self._named)
 
     def cached(self, ref: ModelRef, request: InferRequest | None = None) -> VersionInfo | None:
         """A deployment's chosen version; else what the wrapped router knows now."""
