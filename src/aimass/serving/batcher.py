@@ -68,7 +68,7 @@ from aimass.contract.runtime import Arrays
 from aimass.errors import AimassError, ErrorCode
 from aimass.runtimes.model import LoadedModel
 from aimass.serving.backend import Backend
-from aimass.serving.observer import NULL_OBSERVER, Observer, active
+from aimass.serving.observer import NULL_OBSERVER, Observer, hooks
 
 __all__ = ["STALLED_AFTER", "STALLED_FOR", "Batcher"]
 
@@ -139,7 +139,8 @@ class Batcher:
         self.admission_wait = admission_wait
         self._model = model
         self._backend = backend
-        self._observer = active(observer)
+        told = hooks(observer)
+        self._queued, self._batched, self._computed = told.queued, told.batched, told.computed
         self._clock = clock
         self._queue: deque[_Request] = deque()
         # Requests waiting for a slot, oldest first; non-empty only while the queue is full.
@@ -197,9 +198,9 @@ class Batcher:
         due = min(deadline, queued.admit_by)
         if due < self._sweep_at:
             self._arm(loop, due)
-        observer = self._observer
-        if observer is not None:
-            observer.queued(request, self.name, len(self._queue))
+        queued_hook = self._queued
+        if queued_hook is not None:
+            queued_hook(request, self.name, len(self._queue))
         try:
             return await future
         except asyncio.CancelledError:
@@ -420,9 +421,9 @@ class Batcher:
     async def _execute(self, batch: list[_Request]) -> None:
         self._running = batch
         rows = [request.rows for request in batch]
-        observer = self._observer
-        if observer is not None:
-            observer.batched(self.name, len(batch), sum(rows))
+        batched, computed = self._batched, self._computed
+        if batched is not None:
+            batched(self.name, len(batch), sum(rows))
         started = self._clock()
         try:
             results = await self._backend.run(
@@ -461,8 +462,8 @@ class Batcher:
             self._running = []
             self._free_since = self._clock()
             self._last_call = self._free_since - started
-            if observer is not None:
-                observer.computed(self.name, self._last_call, sum(rows))
+            if computed is not None:
+                computed(self.name, self._last_call, sum(rows))
 
 
 def _resolve(waiter: asyncio.Future[Any]) -> None:

@@ -37,7 +37,7 @@ from aimass.contract.runtime import Capability
 from aimass.errors import AimassError, ErrorCode
 from aimass.registry.records import VersionInfo
 from aimass.runtimes.model import LoadedModel
-from aimass.serving.observer import NULL_OBSERVER, Observer, active
+from aimass.serving.observer import NULL_OBSERVER, Observer, hooks
 from aimass.serving.scheduler import Scheduler
 
 __all__ = ["CachedModel", "ModelCache", "ModelState", "ModelStatus"]
@@ -135,7 +135,7 @@ class ModelCache:
         self._loader = loader
         self._schedulers = schedulers
         self._release = release
-        self._observer = active(observer)
+        self._hooks = hooks(observer)
         self.budget_bytes = budget_bytes
         self.retry_after = retry_after
         self._clock = clock
@@ -314,14 +314,14 @@ class ModelCache:
         else:
             entry.model, entry.schedulers = model, schedulers
             entry.status = ModelStatus.READY
-            if self._observer is not None:
-                self._observer.loaded(entry.info, self._clock() - started)
+            if self._hooks.loaded is not None:
+                self._hooks.loaded(entry.info, self._clock() - started)
         finally:
             entry._task = None
 
     def _fail(self, entry: CachedModel, error: AimassError) -> None:
-        if self._observer is not None:
-            self._observer.failed(None, error)
+        if self._hooks.failed is not None:
+            self._hooks.failed(None, error)
         entry.status = ModelStatus.UNAVAILABLE
         entry.reason = error.message
         entry._error = error
@@ -372,5 +372,5 @@ class ModelCache:
         model, entry.model = entry.model, None
         if model is not None:
             self._release(model)
-            if self._observer is not None:
-                self._observer.evicted(entry.info)
+            if self._hooks.evicted is not None:
+                self._hooks.evicted(entry.info)

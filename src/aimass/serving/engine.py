@@ -32,7 +32,7 @@ from aimass.runtimes.model import LoadedModel
 from aimass.serving.backend import Backend
 from aimass.serving.cache import ModelCache, ModelState
 from aimass.serving.checks import InputCheck, select_outputs
-from aimass.serving.observer import NULL_OBSERVER, Observer, active
+from aimass.serving.observer import NULL_OBSERVER, Observer, hooks
 from aimass.serving.router import Router
 from aimass.serving.scheduler import Schedulers
 from aimass.settings import ServingSettings
@@ -84,7 +84,8 @@ class Engine:
         self.settings = settings
         self._router = router
         self._backend = backend
-        self._observer = active(observer)
+        told = hooks(observer)
+        self._received, self._responded, self._failed = told.received, told.responded, told.failed
         budget = settings.memory_budget_mb
         self._cache = ModelCache(
             backend.load,
@@ -196,9 +197,9 @@ class Engine:
         deadline = request.deadline = loop.time() + (
             self.settings.request_timeout_s if timeout is None else timeout
         )
-        observer = self._observer
-        if observer is not None:
-            observer.received(request)
+        received = self._received
+        if received is not None:
+            received(request)
         self._in_flight += 1
         try:
             ref = self._refs.get((request.model, request.version))
@@ -223,8 +224,8 @@ class Engine:
             finally:
                 self._cache.release(entry)
         except AimassError as exc:
-            if observer is not None:
-                observer.failed(request, exc)
+            if self._failed is not None:
+                self._failed(request, exc)
             raise
         finally:
             self._in_flight -= 1
@@ -233,8 +234,9 @@ class Engine:
         if names is not None:
             result = select_outputs(info, result, names)
         answer = InferResult(info.model, info.version, result)
-        if observer is not None:
-            observer.responded(request, answer)
+        responded = self._responded
+        if responded is not None:
+            responded(request, answer)
         return answer
 
     async def metadata(self, model: str, version: int | None = None) -> VersionInfo:

@@ -4,7 +4,7 @@ import numpy as np
 
 from aimass.contract.request import InferRequest, InferResult
 from aimass.errors import AimassError, ErrorCode
-from aimass.serving.observer import NULL_OBSERVER, Observer, Observers, active, fan_out
+from aimass.serving.observer import NULL_OBSERVER, Hooks, Observer, Observers, fan_out, hooks
 
 
 class Log(Observer):
@@ -45,10 +45,35 @@ def test_fan_out_tells_every_observer_in_order() -> None:
 
 def test_fan_out_of_nothing_active_stays_free_for_the_engine() -> None:
     assert fan_out() is NULL_OBSERVER
-    assert active(fan_out(NULL_OBSERVER, Observer())) is None
+    told = hooks(fan_out(NULL_OBSERVER, Observer()))
+    assert all(getattr(told, step) is None for step in Hooks.__slots__)
 
 
 def test_fan_out_of_one_is_that_one() -> None:
     one = Log("a", [])
     assert fan_out(NULL_OBSERVER, one) is one
     assert isinstance(fan_out(one, Log("b", [])), Observers)
+
+
+class Answers(Observer):
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def responded(self, request: InferRequest, result: InferResult) -> None:
+        self.seen.append("answers responded")
+
+
+def test_hooks_call_only_the_observers_overriding_each_step() -> None:
+    seen: list[str] = []
+    log, answers = Log("a", seen), Answers(seen)
+    told = hooks(fan_out(log, Observers([answers, NULL_OBSERVER])))
+    # Nobody overrides them: the engine and the batcher skip these steps.
+    assert told.queued is None and told.batched is None and told.computed is None
+    assert told.loaded is None and told.evicted is None
+    # Only one overrides these: its own method, with no loop around it.
+    assert told.received == log.received
+    assert told.failed == log.failed
+    request = InferRequest("m", {"x": np.zeros(1)})
+    assert told.responded is not None
+    told.responded(request, InferResult("m", 1, {}))
+    assert seen == ["a responded", "answers responded"]
