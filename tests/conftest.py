@@ -22,6 +22,16 @@ from aimass.settings import RegistrySettings, Settings
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with a test marked ``slow`` first, each module's own order kept.
+
+    ``make test`` hands whole modules to two xdist workers in this order, so
+    the long ones start early and the quick ones even out the end.
+    """
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI must run every backend)")

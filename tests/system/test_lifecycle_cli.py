@@ -13,6 +13,8 @@ import pytest
 
 from aimass.testing.cli import Cli
 
+pytestmark = pytest.mark.slow  # every test runs the aimass command
+
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
