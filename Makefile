@@ -10,8 +10,10 @@ serve: $(VENV)/.installed-all
 	$(VENV)/bin/aimass serve --demo
 
 # Coverage counts the CLI and server subprocesses too; their data files go beside this one.
+# Two xdist workers, one module each at a time (module fixtures are built once), in collection
+# order: tests/conftest.py puts the modules with slow tests first so quick ones fill the end.
 test: $(VENV)/.installed-dev lint
-	COVERAGE_FILE=$(CURDIR)/.coverage $(VENV)/bin/pytest --cov
+	COVERAGE_FILE=$(CURDIR)/.coverage $(VENV)/bin/pytest --cov -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests bench

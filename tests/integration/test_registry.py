@@ -280,6 +280,7 @@ ONE_PER_DATABASE = pytest.mark.parametrize(
 )
 
 
+@pytest.mark.slow
 @ONE_PER_DATABASE
 def test_concurrent_registration_gets_distinct_numbers(
     registry: Registry, settings: Settings, clf: Any, iris: Any
@@ -315,6 +316,7 @@ def test_concurrent_registration_gets_distinct_numbers(
     assert registry.get_model("iris").latest_version == 13
 
 
+@pytest.mark.slow
 @ONE_PER_DATABASE
 def test_first_registrations_of_a_new_model_race_safely(
     settings: Settings, clf: Any, iris: Any

@@ -26,6 +26,8 @@ from aimass.settings import Settings
 from aimass.testing.cli import Cli
 from tests.integration.processes import registry_env
 
+pytestmark = pytest.mark.slow  # registrations killed in processes, gc by the CLI
+
 _REGISTER = textwrap.dedent(
     """
     import os, signal, sys

@@ -19,6 +19,8 @@ from aimass.testing.cli import Cli
 from aimass.testing.models import iris_classifier, iris_onnx
 from tests.conftest import PickleTrap
 
+pytestmark = pytest.mark.slow  # every test runs the aimass command
+
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:

@@ -18,6 +18,8 @@ import pytest
 from aimass.testing.cli import Cli
 from aimass.testing.server import serve_in_process
 
+pytestmark = pytest.mark.slow  # every test runs the aimass command and a server
+
 REVOCATION_BOUND_S = 1.0
 
 Status = Callable[[str], int]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 
 from aimass.testing.cli import Cli
+
+pytestmark = pytest.mark.slow  # every test runs the aimass command
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -29,6 +32,12 @@ def trained(cli: Cli) -> dict[str, Any]:
     return result
 
 
+@pytest.fixture(scope="module")
+def torch_trained(cli: Cli) -> subprocess.CompletedProcess[str]:
+    """``aimass train`` of the PyTorch spec as a person sees it; one training serves every test."""
+    return cli.run("train", "examples/iris_torch.yaml")
+
+
 def test_train_prints_metrics_with_cv_spread(trained: dict[str, Any]) -> None:
     assert trained["version"] == "iris-classifier:1"
     assert trained["run"]["status"] == "succeeded"
@@ -37,14 +46,17 @@ def test_train_prints_metrics_with_cv_spread(trained: dict[str, Any]) -> None:
     assert trained["data"]["rows"] == 150
 
 
-def test_train_shows_a_progress_bar(cli: Cli) -> None:
-    done = cli.run("train", "examples/iris_torch.yaml")
-    assert "training iris-torch" in done.stderr and "100%" in done.stderr
-    assert "registered iris-torch:1" in done.stdout
+def test_train_shows_a_progress_bar(torch_trained: subprocess.CompletedProcess[str]) -> None:
+    assert "training iris-torch" in torch_trained.stderr and "100%" in torch_trained.stderr
+    assert "registered iris-torch:1" in torch_trained.stdout
 
 
-def test_runs_list_show_compare(cli: Cli, trained: dict[str, Any]) -> None:
-    torch_run = cli.json("train", "examples/iris_torch.yaml")["run"]["id"]
+def test_runs_list_show_compare(
+    cli: Cli, trained: dict[str, Any], torch_trained: subprocess.CompletedProcess[str]
+) -> None:
+    said = re.search(r"registered iris-torch:1 \(run (\d+),", torch_trained.stdout)
+    assert said, torch_trained.stdout
+    torch_run = int(said[1])
     first = trained["run"]["id"]
     listed = [r["id"] for r in cli.json("runs", "list", "--kind", "train")]
     assert first in listed and torch_run in listed

@@ -20,6 +20,8 @@ from aimass.runtimes.model import LoadedModel
 from aimass.settings import Settings
 from aimass.testing.cli import Cli
 
+pytestmark = pytest.mark.slow  # every test runs the aimass command
+
 EXAMPLES = Path(__file__).parents[2] / "examples"
 SCORED = ["label", "probability_no", "probability_yes"]
 

@@ -15,6 +15,8 @@ import pytest
 
 from aimass.testing.server import serve_in_process
 
+pytestmark = pytest.mark.slow  # the tours run aimass commands and servers
+
 README = Path(__file__).parents[2] / "README.md"
 BIN = Path(sys.executable).parent
 

@@ -24,6 +24,8 @@ from aimass.settings import Settings
 from aimass.testing.models import iris_classifier
 from aimass.testing.server import serve_in_process
 
+pytestmark = pytest.mark.slow  # every test starts aimass serve
+
 _IRIS_ROW = {
     "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [5, 3, 1, 0]}]
 }

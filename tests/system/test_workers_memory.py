@@ -28,9 +28,12 @@ from aimass.settings import Settings
 from aimass.testing.models import iris_classifier, iris_onnx, minilm_path
 from aimass.testing.server import serve_in_process
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="PSS is read from /proc/PID/smaps_rollup"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="PSS is read from /proc/PID/smaps_rollup"
+    ),
+    pytest.mark.slow,
+]
 
 MODELS = ("iris", "iris-onnx", "digits", "minilm")
 BOUND = 1.6

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test runs the aimass command
+
 
 def _aimass(
     home: Path, *args: str, env: dict[str, str] | None = None

@@ -80,6 +80,7 @@ def test_concurrent_acquires_are_atomic(prefix: str) -> None:
     assert sum(allowed[200:]) == 30
 
 
+@pytest.mark.slow
 def test_two_server_processes_share_one_limit(prefix: str, tmp_path: Path) -> None:
     rate, burst, seconds = 10.0, 5, 3.0
     engine = open_engine(f"sqlite:///{tmp_path / 'registry.db'}")

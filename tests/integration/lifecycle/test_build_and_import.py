@@ -29,7 +29,10 @@ EXAMPLES = Path(__file__).parents[3] / "examples"
 
 # Importing mlflow.pyfunc makes MLflow check the type hints of its own bundled
 # response classes, which warns about their `Any` hints: MLflow's, not ours.
-pytestmark = pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning"),
+    pytest.mark.slow,  # builds served by processes, MLflow round trips
+]
 
 
 @pytest.fixture(scope="module")

@@ -386,6 +386,7 @@ def test_every_runtime_of_the_table_has_cases() -> None:
     assert all(CASES.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("runtime", "name"),
     [

@@ -270,6 +270,7 @@ def test_sample_the_module_cannot_run_is_invalid_input(tmp_path: Path) -> None:
     assert raised.value.code is ErrorCode.INVALID_INPUT
 
 
+@pytest.mark.slow
 def test_exported_program_file_registers_as_export(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1)).eval()

@@ -38,6 +38,8 @@ from aimass.settings import Settings
 from aimass.testing.models import iris_classifier, minilm_path
 from aimass.testing.server import serve_in_thread
 
+pytestmark = pytest.mark.slow  # thousands of generated requests
+
 EXAMPLES = 40
 """Test cases per operation and phase: enough for every parser's branches, bounded in time."""
 

@@ -32,6 +32,8 @@ from aimass.settings import Settings
 from aimass.testing.models import iris_classifier
 from aimass.testing.server import ServeProcess, serve_in_process
 
+pytestmark = pytest.mark.slow  # every test starts aimass serve --workers 2
+
 GATED_MODELS = 8
 _GATE_ENV = "GATED_MODEL_DIR"  # read by the test model only
 
