@@ -9,8 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -146,3 +148,14 @@ def register_demo(aimass_bin: Path, env: dict[str, str]) -> None:
     missing = [m for m in MODELS if report.get(m, {}).get("status") != "registered"]
     if missing:
         raise SystemExit(f"demo models not registered: {missing}: {report}")
+
+
+@contextlib.contextmanager
+def workdir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A fresh temporary directory for one run, removed afterwards unless ``keep``."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)

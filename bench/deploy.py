@@ -32,7 +32,6 @@ Never run by the test suite. See ``bench/README.md``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -40,14 +39,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _process import Child, aimass_executable, register_demo, wait_ready
+from _process import Child, aimass_executable, register_demo, wait_ready, workdir
 from _workloads import WORKLOADS
 
 HERE = Path(__file__).resolve()
@@ -429,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.swaps = args.swaps or (20 if args.quick else 100)
     args.duration = args.duration or (3.0 if args.quick else 10.0)
-    with _workdir(args.keep) as work:
+    with workdir("aimass-bench-deploy-", args.keep) as work:
         bench = Bench(args, work)
         load = os.getloadavg()
         bench.log(
@@ -465,16 +462,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             bench.log(f"home and logs kept in {work}")
     return 0
-
-
-@contextlib.contextmanager
-def _workdir(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="aimass-bench-deploy-"))
-    try:
-        yield path
-    finally:
-        if not keep:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

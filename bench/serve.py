@@ -31,15 +31,21 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from _loadgen import run_loadgen, run_wrk, wrk_script
-from _process import READY_TIMEOUT_S, Child, aimass_executable, pss_kb, register_demo, wait_ready
+from _process import (
+    READY_TIMEOUT_S,
+    Child,
+    aimass_executable,
+    pss_kb,
+    register_demo,
+    wait_ready,
+    workdir,
+)
 from _report import evaluate, report
 from _roles import child_floor, child_plain, child_raw, child_raw_batch
 from _workloads import CONNECTIONS, MODELS, WORKLOADS, Workload
@@ -307,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration = 2.0
 
-    with _workdir(args.keep) as work:
+    with workdir("aimass-bench-", args.keep) as work:
         home = work / "home"
         bench = Bench(args, home, work)
         note = (
@@ -352,16 +358,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             bench.log(f"home and logs kept in {work}")
     return 0
-
-
-@contextlib.contextmanager
-def _workdir(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="aimass-bench-"))
-    try:
-        yield path
-    finally:
-        if not keep:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":
